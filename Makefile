@@ -1,0 +1,34 @@
+# The two commands README.md opens with: `make demo` (the main job) and `make test` (the test suite).
+# Each creates .venv if missing, installs torch==2.13.0 first (an unpinned torch pulls a multi-GB CUDA
+# build), then the project with its extras, then the offline assets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gradiend-installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[plot,gguf,demo,dev]'
+	$(VENV)/bin/gradiend assets install
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gradiend demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+# pytest exits 5 when it collected no test: that is a broken setup, not a pass.
+test: lint
+	$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the setup is broken" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

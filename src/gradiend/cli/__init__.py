@@ -1,0 +1,59 @@
+"""The ``gradiend`` command: one verb per stage, each a thin wrapper over the Python API.
+
+Each verb lives in its own module under ``gradiend.cli`` and is registered in :data:`COMMANDS`; a verb
+appears here only when it works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from gradiend import __version__
+from gradiend.errors import GradiendError, MissingExtraError
+
+# verb name -> "module:attribute" of its click command (imported lazily so `gradiend --help` stays fast)
+COMMANDS: dict[str, str] = {
+    "assets": "gradiend.cli.assets_cmd:assets",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gradiend")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """GRADIEND: learn a feature direction in a language model's weights from its gradients."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gradiend").setLevel(min(level, logging.INFO))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except (GradiendError, MissingExtraError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

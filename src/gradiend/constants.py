@@ -1,0 +1,34 @@
+"""Artifact file names and the on-disk format version: one place, so every stage agrees."""
+
+FORMAT_VERSION = 1
+
+# run directory layout
+CONFIG_FILE = "config.toml"
+DATA_DIR = "data"
+GRADIEND_DIR = "gradiend"
+METRICS_DIR = "metrics"
+PLOTS_DIR = "plots"
+REWRITTEN_DIR = "rewritten"
+REPORT_FILE = "report.html"
+
+# data stage
+PAIRS_FILE = "pairs.parquet"
+NEUTRAL_FILE = "neutral.parquet"
+DATA_META_FILE = "data.json"
+
+# GRADIEND directory
+WEIGHTS_FILE = "model.safetensors"
+GRADIEND_CONFIG_FILE = "config.json"
+
+# metrics
+TRAINING_LOG_FILE = "training.jsonl"
+ENCODER_METRICS_FILE = "encoder.json"
+ENCODINGS_FILE = "encodings.parquet"
+DECODER_METRICS_FILE = "decoder.json"
+DECODER_GRID_FILE = "decoder_grid.csv"
+
+# rewritten model
+REWRITE_META_FILE = "gradiend_rewrite.json"
+
+# the literal mask marker in the pairs table, independent of any tokenizer
+MASK = "[MASK]"
