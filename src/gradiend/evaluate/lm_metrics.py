@@ -1,0 +1,378 @@
+"""Language-model metrics: the language-modelling score (LMS) on neutral text and class probabilities.
+
+LMS definitions (both read "higher is better", so one selection rule serves both families):
+
+* **Masked LM** — masked-token accuracy. Per text, ``max(1, int(0.15 · n))`` of its ``n`` candidate tokens are
+  replaced by the mask token (all at once) and the model's argmax at each masked position is compared with the
+  original token id. Candidates are all tokens except special tokens ([CLS], [SEP], padding …) and tokens
+  that overlap an occurrence of an excluded (feature) word. The positions are drawn from a generator seeded
+  with ``seed``, so two calls on the same model mask the same positions. ``LMS = correct / masked``.
+* **Causal LM** — next-token negative log-likelihood. For every real (unpadded, non-special) token that has a
+  predecessor, ``−log P(token_t | tokens_<t)`` from the logits at position ``t − 1`` (the shift the published
+  package forgot); tokens overlapping an excluded word are context only, never scored. ``NLL`` is the mean
+  over scored tokens, ``perplexity = exp(NLL)`` and ``LMS = 1 / (1 + NLL)``.
+
+Excluding the feature words keeps the LMS a measure of *general* language ability: a rewrite that
+strengthens "he" should not earn or lose LMS through the very words it targets.
+
+Class probabilities: ``P(class | row) = Σ_w P(w | context at [MASK])`` over the class's target words in every
+case variant (lower, Title, UPPER) whose tokenization differs from the variants already counted (an uncased
+tokenizer maps all three to one). The word probability itself, including multi-piece words, comes from the
+objective (:func:`gradiend.lm.objectives.objective_for`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gradiend.errors import GradiendError
+from gradiend.lm.load import LoadedModel, ModelFamily
+
+MASK_FRACTION = 0.15
+MLM_LMS_DEFINITION = (
+    "masked-token accuracy: 15% of the non-special, non-feature tokens of each neutral text masked "
+    "(seeded), argmax prediction compared with the original token"
+)
+CLM_LMS_DEFINITION = (
+    "1 / (1 + NLL), NLL = mean next-token negative log-likelihood (shifted) over the real, "
+    "non-special, non-feature tokens of the neutral texts; perplexity = exp(NLL)"
+)
+
+
+@dataclass(frozen=True)
+class LMSResult:
+    """The LMS of one model on one set of texts.
+
+    ``accuracy`` is set for masked LMs, ``nll``/``perplexity`` for causal LMs; ``n_tokens`` counts the
+    scored tokens (masked positions, or predicted next tokens).
+    """
+
+    lms: float
+    family: ModelFamily
+    n_tokens: int
+    accuracy: float | None = None
+    nll: float | None = None
+    perplexity: float | None = None
+
+    @property
+    def definition(self) -> str:
+        return MLM_LMS_DEFINITION if self.family is ModelFamily.MASKED else CLM_LMS_DEFINITION
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"lms": self.lms, "n_tokens": self.n_tokens}
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy
+        if self.nll is not None:
+            out.update(nll=self.nll, perplexity=self.perplexity)
+        return out
+
+
+# --- tokenization shared by both LMS variants -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """One tokenized text: its ids and which positions may be scored (masked or predicted)."""
+
+    ids: list[int]
+    scorable: list[bool]
+
+
+def max_length(lm: LoadedModel) -> int:
+    """Longest input the model takes (capped at 512 tokens: LMS texts are sentences)."""
+    limits = [512, int(getattr(lm.tokenizer, "model_max_length", 512) or 512)]
+    n_pos = getattr(lm.model.config, "max_position_embeddings", None)
+    if n_pos:
+        limits.append(int(n_pos))
+    return min(limits)
+
+
+def _word_spans(text: str, pattern: re.Pattern[str] | None) -> list[tuple[int, int]]:
+    return [] if pattern is None else [m.span() for m in pattern.finditer(text)]
+
+
+def word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
+    """Case-insensitive whole-word matcher for ``words`` (None when there are none).
+
+    Whole words, not substrings: excluding "he" must not exclude "the" or "she" (a bug of the published package).
+    """
+    cleaned = sorted({w.strip() for w in words if w.strip()}, key=len, reverse=True)
+    if not cleaned:
+        return None
+    alternatives = "|".join(re.escape(w) for w in cleaned)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def _encode(tokenizer: Any, text: str, limit: int, pattern: re.Pattern[str] | None) -> _Encoded:
+    enc = tokenizer(
+        text, truncation=True, max_length=limit, return_special_tokens_mask=True,
+        return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)),
+    )
+    ids = list(enc["input_ids"])
+    special = list(enc["special_tokens_mask"])
+    offsets = enc.get("offset_mapping")
+    spans = _word_spans(text, pattern)
+    scorable = []
+    for i, is_special in enumerate(special):
+        ok = not is_special
+        if ok and spans and offsets is not None:
+            start, end = offsets[i]
+            ok = not any(start < e and end > s for s, e in spans)
+        scorable.append(ok)
+    if offsets is None and pattern is not None:
+        scorable = _exclude_by_id(tokenizer, ids, scorable, pattern)
+    return _Encoded(ids, scorable)
+
+
+def _exclude_by_id(tokenizer: Any, ids: list[int], scorable: list[bool], pattern: re.Pattern[str]) -> list[bool]:
+    """Slow-tokenizer fallback: drop tokens whose decoded text is an excluded word."""
+    out = list(scorable)
+    for i, tid in enumerate(ids):
+        piece = tokenizer.decode([tid]).strip()
+        if piece and pattern.fullmatch(piece):
+            out[i] = False
+    return out
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask) for variable-length id lists, padded to the longest on ``side``."""
+    if side not in ("left", "right"):
+        raise GradiendError(f"padding side must be 'left' or 'right', got {side!r}")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
+        ids[i, sl] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def _batches(items: list[_Encoded], batch_size: int) -> Iterable[list[_Encoded]]:
+    """Length-sorted batches (less padding); sums over tokens do not depend on the order."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+    for start in range(0, len(order), batch_size):
+        yield [items[i] for i in order[start : start + batch_size]]
+
+
+# --- causal LM --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def causal_token_nll(
+    model: torch.nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, scorable: torch.Tensor | None = None
+) -> tuple[float, int]:
+    """(sum of next-token NLL, number of scored tokens) of a padded batch (left or right padding).
+
+    Token ``t`` is scored from the logits at ``t − 1`` when both are real tokens (and ``scorable[t]``).
+    Position ids follow the attention mask, so left padding gives the same numbers as right padding.
+    """
+    device = next(model.parameters()).device
+    ids, attention_mask = ids.to(device), attention_mask.to(device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).bool()
+    if scorable is not None:
+        valid &= scorable.to(device)[:, 1:]
+    pred = logits[:, :-1][valid].float()
+    target = ids[:, 1:][valid]
+    if target.numel() == 0:
+        return 0.0, 0
+    nll = torch.nn.functional.cross_entropy(pred, target, reduction="sum")
+    return float(nll), int(target.numel())
+
+
+def _causal_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int) -> LMSResult:
+    total, count = 0.0, 0
+    pad = _pad_id(lm.tokenizer)
+    for batch in _batches(items, batch_size):
+        ids, mask = pad_batch([b.ids for b in batch], pad)
+        scorable, _ = pad_batch([[int(s) for s in b.scorable] for b in batch], 0)
+        s, n = causal_token_nll(lm.model, ids, mask, scorable.bool())
+        total, count = total + s, count + n
+    if count == 0:
+        raise GradiendError("no scorable tokens in the LMS texts (all empty, special or feature words)")
+    nll = total / count
+    ppl = math.exp(nll) if nll < 700 else math.inf
+    lms = 1.0 / (1.0 + nll) if math.isfinite(nll) and nll >= 0 else 0.0
+    return LMSResult(lms=lms, family=ModelFamily.CAUSAL, n_tokens=count, nll=nll, perplexity=ppl)
+
+
+# --- masked LM --------------------------------------------------------------------------------------
+
+
+def _choose_masks(items: list[_Encoded], seed: int) -> list[list[int]]:
+    """Positions to mask per text: a seeded, order-stable draw of 15% of the candidate tokens."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for item in items:
+        cand = [i for i, ok in enumerate(item.scorable) if ok]
+        k = max(1, int(MASK_FRACTION * len(cand))) if cand else 0
+        chosen.append(sorted(rng.choice(cand, size=k, replace=False).tolist()) if k else [])
+    return chosen
+
+
+@torch.no_grad()
+def _masked_correct(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor,
+                    original: torch.Tensor) -> int:
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    pred = logits[masked.to(device)].argmax(-1)
+    return int((pred == original.to(device)).sum())
+
+
+def _masked_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int, seed: int) -> LMSResult:
+    positions = _choose_masks(items, seed)
+    work = [(it, pos) for it, pos in zip(items, positions, strict=True) if pos]
+    if not work:
+        raise GradiendError("no maskable tokens in the LMS texts (all empty, special or feature words)")
+    mask_id = lm.tokenizer.mask_token_id
+    correct, total = 0, 0
+    work.sort(key=lambda w: len(w[0].ids))
+    for start in range(0, len(work), batch_size):
+        chunk = work[start : start + batch_size]
+        ids, attn = pad_batch([it.ids for it, _ in chunk], _pad_id(lm.tokenizer))
+        masked = torch.zeros_like(ids, dtype=torch.bool)
+        for row, (_, pos) in enumerate(chunk):
+            masked[row, pos] = True
+        original = ids[masked]
+        ids = ids.masked_fill(masked, mask_id)
+        correct += _masked_correct(lm.model, ids, attn, masked, original)
+        total += int(masked.sum())
+    acc = correct / total
+    return LMSResult(lms=acc, family=ModelFamily.MASKED, n_tokens=total, accuracy=acc)
+
+
+def masked_positions(
+    lm: LoadedModel, texts: Sequence[str], *, exclude_words: Iterable[str] = (), seed: int = 0
+) -> list[tuple[list[int], list[int]]]:
+    """(token ids, masked positions) per text, exactly as the masked-LM LMS draws them (for inspection)."""
+    pattern = word_pattern(exclude_words)
+    items = [_encode(lm.tokenizer, t, max_length(lm), pattern) for t in texts]
+    return [(it.ids, pos) for it, pos in zip(items, _choose_masks(items, seed), strict=True)]
+
+
+def lms(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    *,
+    exclude_words: Iterable[str] = (),
+    seed: int = 0,
+    batch_size: int = 16,
+) -> LMSResult:
+    """Language-modelling score of ``lm`` on neutral ``texts`` (definitions in the module docstring).
+
+    ``exclude_words`` (feature words) are never masked or scored, in any letter case.
+    Runs under ``no_grad`` with dynamic padding; the model is left in eval mode and unchanged.
+    """
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise GradiendError("LMS needs at least one non-empty neutral text")
+    if batch_size < 1:
+        raise GradiendError(f"batch_size must be ≥ 1, got {batch_size}")
+    pattern = word_pattern(exclude_words)
+    limit = max_length(lm)
+    items = [_encode(lm.tokenizer, t, limit, pattern) for t in texts]
+    lm.model.eval()
+    if lm.family is ModelFamily.MASKED:
+        return _masked_lms(lm, items, batch_size, seed)
+    return _causal_lms(lm, items, batch_size)
+
+
+# --- class probabilities ----------------------------------------------------------------------------
+
+
+def case_variants(tokenizer: Any, words: Iterable[str]) -> list[str]:
+    """lower/Title/UPPER variants of ``words``, dropping those whose tokenization duplicates an earlier one.
+
+    Two spellings that tokenize identically (with and without a leading space) are one outcome for the
+    model; counting both would double its probability (e.g. an uncased tokenizer maps He/he/HE to one id).
+    """
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+    out = []
+    for word in words:
+        w = word.strip()
+        for variant in dict.fromkeys((w.lower(), w[:1].upper() + w[1:].lower(), w.upper(), w)):
+            key = (
+                tuple(tokenizer(variant, add_special_tokens=False)["input_ids"]),
+                tuple(tokenizer(" " + variant, add_special_tokens=False)["input_ids"]),
+            )
+            if key not in seen:
+                seen.add(key)
+                out.append(variant)
+    return out
+
+
+@dataclass(frozen=True)
+class ClassWords:
+    """The scored words of each class, prepared once and reused for every grid cell."""
+
+    class_ids: tuple[str, ...]
+    words: tuple[str, ...]  # all variants, concatenated class by class
+    owner: tuple[int, ...]  # class index of each word
+
+    @classmethod
+    def build(cls, tokenizer: Any, classes: Mapping[str, Sequence[str]]) -> ClassWords:
+        if not classes:
+            raise GradiendError("class_probabilities needs at least one class with target words")
+        words, owner = [], []
+        for i, (cid, targets) in enumerate(classes.items()):
+            variants = case_variants(tokenizer, targets)
+            if not variants:
+                raise GradiendError(f"class {cid!r} has no target words")
+            words += variants
+            owner += [i] * len(variants)
+        return cls(tuple(classes), tuple(words), tuple(owner))
+
+    def aggregate(self, word_probs: torch.Tensor) -> torch.Tensor:
+        """[rows, words] word probabilities → [rows, classes] class probabilities (sums)."""
+        index = torch.tensor(self.owner, device=word_probs.device)
+        out = torch.zeros(word_probs.shape[0], len(self.class_ids), dtype=word_probs.dtype, device=word_probs.device)
+        return out.index_add_(1, index, word_probs)
+
+
+def _objective(lm: LoadedModel) -> Any:
+    from gradiend.lm.objectives import objective_for
+
+    return objective_for(lm)
+
+
+@torch.no_grad()
+def class_probabilities(
+    lm: LoadedModel,
+    rows: Sequence[str] | pd.DataFrame,
+    classes: Mapping[str, Sequence[str]] | ClassWords,
+    *,
+    objective: Any = None,
+    chunk_size: int = 64,
+) -> pd.DataFrame:
+    """Per row (a sentence with one literal ``[MASK]``, or a pairs table), P(class) for every class.
+
+    Returns a DataFrame with one column per class id and one row per input row, in input order.
+    ``objective`` defaults to ``objective_for(lm)``; its ``word_probabilities`` handles multi-piece words.
+    """
+    masked = list(rows["masked"]) if isinstance(rows, pd.DataFrame) else list(rows)
+    cw = classes if isinstance(classes, ClassWords) else ClassWords.build(lm.tokenizer, classes)
+    if not masked:
+        return pd.DataFrame(columns=list(cw.class_ids), dtype=float)
+    objective = objective if objective is not None else _objective(lm)
+    parts = []
+    for start in range(0, len(masked), chunk_size):
+        probs = objective.word_probabilities(lm.model, masked[start : start + chunk_size], list(cw.words))
+        parts.append(cw.aggregate(probs.detach().double().cpu()))
+    return pd.DataFrame(torch.cat(parts).numpy(), columns=list(cw.class_ids))
