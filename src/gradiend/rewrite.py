@@ -11,7 +11,7 @@ it was.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ class Direction(Protocol):
 
     selection: ParamSelection
 
-    def update_vector(self, h: float) -> torch.Tensor:
+    def update_vector(self, h: float | Sequence[float]) -> torch.Tensor:
         """dec(h), flat over the selection's input dimensions."""
         ...
 
@@ -46,10 +46,12 @@ def _check_alpha(alpha: float) -> float:
     return alpha
 
 
-def update_vector(gradiend: Direction, h: float) -> torch.Tensor:
+def update_vector(gradiend: Direction, h: float | Sequence[float]) -> torch.Tensor:
     """dec(h) as a detached 1-D tensor, checked against the selection's input dimension."""
+    if gradiend.selection is None:
+        raise GradiendError("this GRADIEND has no parameter selection: it is not tied to a base model")
     with torch.no_grad():
-        vector = gradiend.update_vector(float(h)).detach().reshape(-1)
+        vector = gradiend.update_vector(h).detach().reshape(-1)
     expected = gradiend.selection.input_dim
     if vector.numel() != expected:
         raise GradiendError(f"update vector has {vector.numel()} entries but the selection has {expected} inputs")
@@ -77,7 +79,7 @@ def _restore(model: torch.nn.Module, selection: ParamSelection, saved: list[torc
 
 @contextmanager
 def edited(
-    lm_or_model: LoadedModel | torch.nn.Module, gradiend: Direction, h: float, alpha: float
+    lm_or_model: LoadedModel | torch.nn.Module, gradiend: Direction, h: float | Sequence[float], alpha: float
 ) -> Iterator[torch.nn.Module]:
     """Within the block the model has θ + α·dec(h) on the selected positions; afterwards exactly θ again.
 
@@ -98,14 +100,14 @@ def edited(
 
 
 def rewrite_meta(
-    lm: LoadedModel, h: float, alpha: float, gradiend_path: str | Path | None, metrics: Mapping[str, Any] | None
+    lm: LoadedModel, h: float | Sequence[float], alpha: float, gradiend_path: str | Path | None, metrics: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """Provenance written beside the rewritten weights."""
     return {
         "base_model": lm.name,
         "family": lm.family.value,
         "gradiend": str(gradiend_path) if gradiend_path is not None else None,
-        "h": float(h),
+        "h": float(h) if isinstance(h, (int, float)) else [float(v) for v in h],
         "alpha": float(alpha),
         "formula": "theta' = theta + alpha * dec(h) on the GRADIEND's selected parameters",
         "metrics": dict(metrics or {}),
@@ -115,7 +117,7 @@ def rewrite_meta(
 def rewrite_model(
     lm: LoadedModel,
     gradiend: Direction,
-    h: float,
+    h: float | Sequence[float],
     alpha: float,
     out_dir: str | Path,
     metrics: Mapping[str, Any] | None = None,

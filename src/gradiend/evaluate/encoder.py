@@ -1,0 +1,335 @@
+"""Encoder evaluation: encode held-out rows with a GRADIEND and measure how well h separates the classes.
+
+Rows (``variant`` column of the encodings table):
+
+* ``pairs`` — every pair row of the split, encoded from its source gradient (``meta.source``); label +1/−1 by
+  the class of the source token (for ``diff`` the factual token), see docs/architecture.md.
+* ``neutral_masked`` — the same sentences with the target restored and a *different*, non-feature word masked
+  (label 0): does the encoder stay near 0 for the same contexts?
+* ``neutral_text`` — neutral sentences (no feature word) with one word masked (label 0).
+
+Neutral rows predict the masked word itself (factual = alternative), so their gradient is the factual one.
+Feature words are excluded by whole-word match in any letter case (not by substring, which would exclude
+"the" for "he"), and the masked word always has a non-empty left context so that causal models can score it.
+
+:func:`encoder_metrics` is a pure function of the encodings table (no model needed), with seeded, vectorised
+bootstrap intervals; :func:`evaluate_encoder` produces the table and the metrics; :func:`write_encoder_results`
+stores ``metrics/encodings.parquet`` and ``metrics/encoder.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gradiend.constants import ENCODER_METRICS_FILE, ENCODINGS_FILE, MASK
+from gradiend.errors import GradiendError
+from gradiend.evaluate import stats
+from gradiend.io import write_json, write_with
+from gradiend.lm.load import LoadedModel
+
+ENCODING_COLUMNS = ("encoding", "label", "class", "word", "variant", "split", "sentence_id")
+VARIANTS = ("pairs", "neutral_masked", "neutral_text")
+NEUTRAL_CLASS = "neutral"
+BOUNDARIES = (-0.5, 0.5)
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+
+# --- metrics from an encodings table ----------------------------------------------------------------
+
+
+def _ternary(values: np.ndarray, boundaries: tuple[float, float]) -> np.ndarray:
+    lo, hi = boundaries
+    return np.where(values <= lo, -1, np.where(values >= hi, 1, 0))
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95]) if values.size else [np.nan] * 5
+    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    out = {"mean": float(values.mean()) if values.size else None, "std": std}
+    out.update({k: float(v) for k, v in zip(("q05", "q25", "q50", "q75", "q95"), q, strict=True)})
+    out["n"] = int(values.size)
+    return out
+
+
+def _check_table(df: pd.DataFrame, classes: tuple[str, str]) -> pd.DataFrame:
+    missing = [c for c in ENCODING_COLUMNS if c not in df.columns]
+    if missing:
+        raise GradiendError(f"encodings table lacks columns {missing}; expected {list(ENCODING_COLUMNS)}")
+    pairs = df[df["variant"] == "pairs"]
+    counts = pairs["class"].value_counts()
+    absent = [c for c in classes if counts.get(c, 0) < 1]
+    if absent or len(pairs) < 2:
+        raise GradiendError(
+            f"encoder metrics need pair rows of both classes {list(classes)}; none for {absent or 'enough rows'}"
+        )
+    return pairs
+
+
+def encoder_metrics(
+    df: pd.DataFrame,
+    classes: tuple[str, str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    boundaries: tuple[float, float] = BOUNDARIES,
+) -> dict[str, Any]:
+    """Metrics of an encodings table (columns ``ENCODING_COLUMNS``) in the ``metrics/encoder.json`` schema.
+
+    Pearson/Spearman/binary accuracy/Cohen's d/AUROC use the pair rows; the ternary accuracy uses pairs and
+    neutral rows (label 0 must encode inside ``boundaries``). ``classes`` = (positive, negative).
+    """
+    pairs = _check_table(df, classes)
+    rng = np.random.default_rng(seed)
+    enc, lab = pairs["encoding"].to_numpy(float), pairs["label"].to_numpy(float)
+    pos, neg = (pairs.loc[pairs["class"] == c, "encoding"].to_numpy(float) for c in classes)
+    all_enc, all_lab = df["encoding"].to_numpy(float), df["label"].to_numpy(float)
+    return {
+        "split": _split_name(df),
+        "n_rows": int(len(df)),
+        "classes": list(classes),
+        "pearson": stats.paired(stats.pearson, enc, lab, n_boot, rng),
+        "spearman": stats.paired(stats.spearman, enc, lab, n_boot, rng),
+        "pearson_with_neutral": stats.paired(stats.pearson, all_enc, all_lab, n_boot, rng),
+        "accuracy_ternary": stats.paired(
+            stats.mean_equal, _ternary(all_enc, boundaries), _ternary(all_lab, boundaries), n_boot, rng
+        ),
+        "accuracy_binary": stats.paired(stats.mean_equal, np.where(enc >= 0, 1, -1), np.sign(lab), n_boot, rng),
+        "cohens_d": stats.two_sample(stats.cohens_d, pos, neg, n_boot, rng),
+        "auroc": stats.two_sample(stats.auroc, pos, neg, n_boot, rng),
+        "per_class": {c: _summary(v) for c, v in ((classes[0], pos), (classes[1], neg))},
+        "per_target": _per_group(pairs, "word"),
+        "neutral": _neutral(df),
+        "boundaries": list(boundaries),
+        "bootstrap": {"samples": n_boot, "seed": seed, "level": stats.CI_LEVEL},
+    }
+
+
+def _split_name(df: pd.DataFrame) -> str:
+    splits = sorted(df["split"].astype(str).unique())
+    return splits[0] if len(splits) == 1 else "+".join(splits)
+
+
+def _per_group(df: pd.DataFrame, column: str) -> dict[str, dict[str, Any]]:
+    grouped = df.groupby(column, sort=True)["encoding"]
+    return {str(k): {"mean": float(v.mean()), "n": int(v.size)} for k, v in grouped}
+
+
+def _neutral(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    out = {}
+    for variant in VARIANTS[1:]:
+        values = df.loc[df["variant"] == variant, "encoding"].to_numpy(float)
+        if values.size:
+            std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            out[variant] = {"mean": float(values.mean()), "std": std, "n": int(values.size)}
+    return out
+
+
+# --- neutral rows -----------------------------------------------------------------------------------
+
+
+def _mask_one_word(
+    text: str, exclude: re.Pattern[str] | None, rng: np.random.Generator
+) -> tuple[str, str] | None:
+    """(masked text, masked word) for a random non-feature word with a left context, or None."""
+    words = [m for m in _WORD.finditer(text) if m.start() > 0 and text[: m.start()].strip()]
+    words = [m for m in words if exclude is None or not exclude.fullmatch(m.group(0))]
+    if not words:
+        return None
+    m = words[int(rng.integers(len(words)))]
+    return text[: m.start()] + MASK + text[m.end() :], m.group(0)
+
+
+def neutral_rows(
+    texts: Sequence[str],
+    exclude_words: Iterable[str],
+    *,
+    variant: str,
+    seed: int = 0,
+    split: str = "test",
+    sentence_ids: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Rows in the pairs-table layout with one non-feature word masked per text (factual = alternative).
+
+    Texts without a maskable word are skipped; the draw is seeded.
+    """
+    from gradiend.evaluate.lm_metrics import word_pattern
+
+    if variant not in VARIANTS[1:]:
+        raise GradiendError(f"neutral variant must be one of {VARIANTS[1:]}, got {variant!r}")
+    pattern = word_pattern(exclude_words)
+    rng = np.random.default_rng(seed)
+    ids = list(sentence_ids) if sentence_ids is not None else list(range(len(texts)))
+    rows = []
+    for text, sid in zip(texts, ids, strict=True):
+        done = _mask_one_word(str(text), pattern, rng)
+        if done is not None:
+            rows.append({"masked": done[0], "factual": done[1], "factual_class": NEUTRAL_CLASS,
+                         "alternative": done[1], "alternative_class": NEUTRAL_CLASS, "split": split,
+                         "sentence_id": int(sid), "variant": variant})
+    return pd.DataFrame(rows, columns=[*_NEUTRAL_ROW_COLUMNS])
+
+
+_NEUTRAL_ROW_COLUMNS = ("masked", "factual", "factual_class", "alternative", "alternative_class", "split",
+                        "sentence_id", "variant")
+
+
+def restore_target(pairs: pd.DataFrame) -> list[str]:
+    """The original sentences of pair rows: ``[MASK]`` replaced by the factual word."""
+    return [m.replace(MASK, f, 1) for m, f in zip(pairs["masked"], pairs["factual"], strict=True)]
+
+
+# --- labels -----------------------------------------------------------------------------------------
+
+
+def source_columns(source: str) -> tuple[str, str]:
+    """(word column, class column) that carry the source token: alternative for ``alternative``, else factual."""
+    if source not in ("factual", "alternative", "diff"):
+        raise GradiendError(f"unknown GRADIEND source {source!r}; expected factual, alternative or diff")
+    return ("alternative", "alternative_class") if source == "alternative" else ("factual", "factual_class")
+
+
+def pair_labels(pairs: pd.DataFrame, classes: tuple[str, str], source: str) -> pd.DataFrame:
+    """``label``, ``class`` and ``word`` of each pair row for the GRADIEND's source (docs/architecture.md)."""
+    word_col, class_col = source_columns(source)
+    cls = pairs[class_col].astype(str)
+    unknown = sorted(set(cls) - set(classes))
+    if unknown:
+        raise GradiendError(f"pair rows have classes {unknown} that are not this GRADIEND's {list(classes)}")
+    label = np.where(cls == classes[0], 1.0, -1.0)
+    return pd.DataFrame({"label": label, "class": cls.to_numpy(), "word": pairs[word_col].astype(str).to_numpy()})
+
+
+# --- encoding with a model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderResult:
+    """The encodings table and the metrics computed from it."""
+
+    encodings: pd.DataFrame
+    metrics: dict[str, Any]
+
+
+def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str) -> np.ndarray:
+    """h for each row: the GRADIEND's encoding of the row's ``kind`` gradient (first latent dimension)."""
+    from gradiend.gradients import GradientComputer
+
+    if rows.empty:
+        return np.zeros(0)
+    computer = GradientComputer(lm, gradiend.selection)
+    values = []
+    with torch.no_grad():
+        for grad in computer.row_gradients(rows.reset_index(drop=True), kind):
+            values.append(float(gradiend.encode(grad.reshape(-1)).reshape(-1)[0]))
+    return np.asarray(values, dtype=float)
+
+
+def _class_words(pairs: pd.DataFrame) -> set[str]:
+    return set(pairs["factual"].astype(str)) | set(pairs["alternative"].astype(str))
+
+
+def encodings_table(
+    lm: LoadedModel,
+    gradiend: Any,
+    pairs: pd.DataFrame,
+    neutral_texts: Sequence[str] = (),
+    *,
+    split: str = "test",
+    feature_words: Iterable[str] = (),
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Encode the ``split``'s pair rows and both neutral variants; one row per encoding (``ENCODING_COLUMNS``).
+
+    ``max_rows`` caps the pair rows per source class and each neutral variant (seeded sample).
+    """
+    classes = _classes(gradiend)
+    rows = cap_rows(pairs[pairs["split"] == split], max_rows, seed, by=source_columns(gradiend.meta.source)[1])
+    if rows.empty:
+        raise GradiendError(f"no pair rows in split {split!r}")
+    exclude = set(feature_words) | _class_words(pairs)
+    parts = [_pairs_part(lm, gradiend, rows, classes, split)]
+    masked = neutral_rows(restore_target(rows), exclude, variant="neutral_masked", seed=seed, split=split,
+                          sentence_ids=rows["sentence_id"].tolist())
+    text = neutral_rows(list(neutral_texts)[: max_rows or None], exclude, variant="neutral_text", seed=seed,
+                        split=split)
+    for neutral in (masked, text):
+        parts.append(_neutral_part(lm, gradiend, cap_rows(neutral, max_rows, seed)))
+    return pd.concat(parts, ignore_index=True)[list(ENCODING_COLUMNS)]
+
+
+def _classes(gradiend: Any) -> tuple[str, str]:
+    classes = gradiend.meta.classes
+    if not classes or len(classes) != 2:
+        raise GradiendError("the GRADIEND has no (positive, negative) classes in its metadata; train it with classes")
+    return tuple(classes)
+
+
+def _pairs_part(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, classes: tuple[str, str], split: str):
+    labels = pair_labels(rows, classes, gradiend.meta.source)
+    labels["encoding"] = _encode(lm, gradiend, rows, gradiend.meta.source)
+    labels["variant"], labels["split"] = "pairs", split
+    labels["sentence_id"] = rows["sentence_id"].to_numpy()
+    return labels
+
+
+def _neutral_part(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "encoding": _encode(lm, gradiend, rows, "factual"),
+        "label": 0.0, "class": NEUTRAL_CLASS, "word": rows["factual"].to_numpy(), "variant": rows["variant"].to_numpy(),
+        "split": rows["split"].to_numpy(), "sentence_id": rows["sentence_id"].to_numpy(),
+    })
+
+
+def cap_rows(df: pd.DataFrame, max_rows: int | None, seed: int, by: str | None = None) -> pd.DataFrame:
+    """At most ``max_rows`` rows (per value of column ``by`` when given), seeded, in original order."""
+    if max_rows is None:
+        return df
+    if max_rows < 1:
+        raise GradiendError(f"max_rows must be ≥ 1 or None, got {max_rows}")
+    groups = [df] if by is None else [g for _, g in df.groupby(by, sort=True)]
+    kept = [g.sample(n=min(max_rows, len(g)), random_state=seed) for g in groups]
+    return df.loc[sorted(pd.concat(kept).index)] if kept else df
+
+
+def evaluate_encoder(
+    lm: LoadedModel,
+    gradiend: Any,
+    pairs: pd.DataFrame,
+    neutral_texts: Sequence[str] = (),
+    *,
+    split: str = "test",
+    max_rows: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> EncoderResult:
+    """Encode the split (pairs + neutral variants) and compute :func:`encoder_metrics` on it."""
+    table = encodings_table(lm, gradiend, pairs, neutral_texts, split=split, max_rows=max_rows, seed=seed)
+    return EncoderResult(table, encoder_metrics(table, _classes(gradiend), n_boot=n_boot, seed=seed))
+
+
+def write_encoder_results(result: EncoderResult, metrics_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``encodings.parquet`` and ``encoder.json`` into ``metrics_dir`` (atomically); return both paths."""
+    metrics_dir = Path(metrics_dir)
+    table_path, json_path = metrics_dir / ENCODINGS_FILE, metrics_dir / ENCODER_METRICS_FILE
+    write_with(table_path, lambda p: result.encodings.to_parquet(p, index=False))
+    write_json(json_path, result.metrics)
+    return table_path, json_path
+
+
+def neutral_text_column(neutral: pd.DataFrame | Sequence[str], split: str | None = None) -> list[str]:
+    """Texts of a neutral table (optionally one split) or a list of texts."""
+    if isinstance(neutral, pd.DataFrame):
+        if split is not None and "split" in neutral.columns and (neutral["split"] == split).any():
+            neutral = neutral[neutral["split"] == split]
+        return neutral["text"].astype(str).tolist()
+    return [str(t) for t in neutral]
+

@@ -1,0 +1,125 @@
+"""Encoder metrics on planted encodings tables (no model), neutral-row masking and labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from gradiend.errors import GradiendError
+from gradiend.evaluate import stats
+from gradiend.evaluate.encoder import (
+    ENCODING_COLUMNS,
+    EncoderResult,
+    encoder_metrics,
+    neutral_rows,
+    pair_labels,
+    write_encoder_results,
+)
+
+CLASSES = ("3SG", "3PL")
+
+
+def _table(pos: np.ndarray, neg: np.ndarray, neutral: np.ndarray | None = None) -> pd.DataFrame:
+    neutral = np.zeros(0) if neutral is None else neutral
+    n = len(pos) + len(neg) + len(neutral)
+    return pd.DataFrame({
+        "encoding": np.concatenate([pos, neg, neutral]),
+        "label": [1.0] * len(pos) + [-1.0] * len(neg) + [0.0] * len(neutral),
+        "class": ["3SG"] * len(pos) + ["3PL"] * len(neg) + ["neutral"] * len(neutral),
+        "word": (["he", "she"] * len(pos))[: len(pos)] + ["they"] * len(neg) + ["river"] * len(neutral),
+        "variant": ["pairs"] * (len(pos) + len(neg)) + ["neutral_text"] * len(neutral),
+        "split": "test",
+        "sentence_id": np.arange(n),
+    })
+
+
+def _contains(metric: dict) -> bool:
+    lo, hi = metric["ci"]
+    return lo - 1e-12 <= metric["value"] <= hi + 1e-12
+
+
+def test_perfect_separation():
+    rng = np.random.default_rng(0)
+    df = _table(0.9 + 0.05 * rng.random(30), -0.9 - 0.05 * rng.random(20), 0.1 * rng.standard_normal(10))
+    m = encoder_metrics(df, CLASSES, n_boot=300, seed=1)
+    assert m["auroc"]["value"] == 1.0 and m["auroc"]["ci"] == [1.0, 1.0]
+    assert m["accuracy_binary"]["value"] == 1.0
+    assert m["accuracy_ternary"]["value"] == 1.0  # neutral rows inside (−0.5, 0.5)
+    assert m["pearson"]["value"] > 0.99
+    assert m["spearman"]["value"] == pytest.approx(sps.spearmanr(df["encoding"][:50], df["label"][:50])[0])
+    assert m["per_class"]["3SG"]["n"] == 30 and m["per_class"]["3PL"]["n"] == 20
+    assert m["per_target"]["they"]["n"] == 20 and m["neutral"]["neutral_text"]["n"] == 10
+    assert m["n_rows"] == 60 and m["classes"] == list(CLASSES) and m["split"] == "test"
+    for key in ("pearson", "spearman", "accuracy_ternary", "accuracy_binary", "cohens_d", "auroc"):
+        assert _contains(m[key]), key
+
+
+def test_exact_pearson_one_and_known_cohens_d():
+    pos, neg = np.array([1.0, 1.0, 1.0]), np.array([-1.0, -1.0, -1.0])
+    assert encoder_metrics(_table(pos, neg), CLASSES, n_boot=50)["pearson"]["value"] == pytest.approx(1.0)
+    pos, neg = np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0])  # means 2 and 1, both std 1 → d = 1
+    m = encoder_metrics(_table(pos, neg), CLASSES, n_boot=200, seed=3)
+    assert m["cohens_d"]["value"] == pytest.approx(1.0)
+    assert m["auroc"]["value"] == pytest.approx((6 + 0.5 * 2) / 9)  # pairs won: 6, ties: 2
+    assert _contains(m["cohens_d"]) and _contains(m["auroc"])
+
+
+def test_statistics_match_scipy_and_bootstrap_is_seeded():
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal(40), rng.standard_normal(40)
+    assert stats.pearson(x, y) == pytest.approx(sps.pearsonr(x, y)[0])
+    assert stats.spearman(x, y) == pytest.approx(sps.spearmanr(x, y)[0])
+    assert stats.auroc(x, y) == pytest.approx(sps.mannwhitneyu(x, y).statistic / 1600)
+    batch = np.stack([x, y])
+    assert np.allclose(stats.pearson(batch, batch[::-1]), [stats.pearson(x, y)] * 2)
+    a = stats.paired(stats.pearson, x, y, 500, np.random.default_rng(9))
+    b = stats.paired(stats.pearson, x, y, 500, np.random.default_rng(9))
+    assert a == b and _contains(a)
+
+
+def test_metrics_refuse_tables_without_both_classes():
+    df = _table(np.array([1.0, 0.9]), np.zeros(0))
+    with pytest.raises(GradiendError, match="both classes"):
+        encoder_metrics(df, CLASSES)
+    with pytest.raises(GradiendError, match="lacks columns"):
+        encoder_metrics(df.drop(columns=["word"]), CLASSES)
+
+
+def test_neutral_rows_mask_a_non_feature_word_with_left_context():
+    texts = ["He said the theory was sound.", "They", "She and they left."]
+    df = neutral_rows(texts, ["he", "she", "they"], variant="neutral_masked", seed=0, sentence_ids=[7, 8, 9])
+    assert df["sentence_id"].tolist() == [7, 9]  # "They" alone has no maskable word
+    for _, row in df.iterrows():
+        assert row["masked"].count("[MASK]") == 1
+        assert row["factual"] == row["alternative"]
+        assert row["factual"].lower() not in {"he", "she", "they"}
+        assert not row["masked"].startswith("[MASK]")
+    assert df.loc[1, "factual"] == "left" and df.loc[1, "masked"] == "She and they [MASK]."
+    again = neutral_rows(texts, ["he", "she", "they"], variant="neutral_masked", seed=0, sentence_ids=[7, 8, 9])
+    assert again.equals(df)
+    with pytest.raises(GradiendError, match="neutral variant"):
+        neutral_rows(texts, [], variant="pairs")
+
+
+def test_pair_labels_follow_the_source_token():
+    pairs = pd.DataFrame({"factual": ["he", "they"], "factual_class": ["3SG", "3PL"],
+                          "alternative": ["they", "she"], "alternative_class": ["3PL", "3SG"]})
+    alt = pair_labels(pairs, CLASSES, "alternative")
+    assert alt["label"].tolist() == [-1.0, 1.0] and alt["word"].tolist() == ["they", "she"]
+    for source in ("factual", "diff"):
+        fac = pair_labels(pairs, CLASSES, source)
+        assert fac["label"].tolist() == [1.0, -1.0] and fac["class"].tolist() == ["3SG", "3PL"]
+    with pytest.raises(GradiendError, match="unknown GRADIEND source"):
+        pair_labels(pairs, CLASSES, "both")
+
+
+def test_write_encoder_results(tmp_path):
+    df = _table(np.array([0.8, 0.7, 0.9]), np.array([-0.8, -0.6]), np.array([0.0]))
+    metrics = encoder_metrics(df, CLASSES, n_boot=20)
+    table_path, json_path = write_encoder_results(EncoderResult(df, metrics), tmp_path / "metrics")
+    assert pd.read_parquet(table_path).columns.tolist() == list(ENCODING_COLUMNS)
+    assert json.loads(json_path.read_text())["pearson"] == metrics["pearson"]
