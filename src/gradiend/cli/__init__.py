@@ -18,6 +18,7 @@ from gradiend.errors import GradiendError, MissingExtraError
 # verb name -> "module:attribute" of its click command (imported lazily so `gradiend --help` stays fast)
 COMMANDS: dict[str, str] = {
     "assets": "gradiend.cli.assets_cmd:assets",
+    "data": "gradiend.cli.data_cmd:data",
 }
 
 
