@@ -47,6 +47,11 @@ CLM_LMS_DEFINITION = (
 )
 
 
+def lms_definition(family: ModelFamily) -> str:
+    """One-line definition of the LMS for a model family (written into decoder.json)."""
+    return MLM_LMS_DEFINITION if family is ModelFamily.MASKED else CLM_LMS_DEFINITION
+
+
 @dataclass(frozen=True)
 class LMSResult:
     """The LMS of one model on one set of texts.
@@ -64,7 +69,7 @@ class LMSResult:
 
     @property
     def definition(self) -> str:
-        return MLM_LMS_DEFINITION if self.family is ModelFamily.MASKED else CLM_LMS_DEFINITION
+        return lms_definition(self.family)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lms": self.lms, "n_tokens": self.n_tokens}
@@ -359,7 +364,7 @@ def class_probabilities(
     classes: Mapping[str, Sequence[str]] | ClassWords,
     *,
     objective: Any = None,
-    chunk_size: int = 64,
+    batch_size: int = 32,
 ) -> pd.DataFrame:
     """Per row (a sentence with one literal ``[MASK]``, or a pairs table), P(class) for every class.
 
@@ -371,8 +376,5 @@ def class_probabilities(
     if not masked:
         return pd.DataFrame(columns=list(cw.class_ids), dtype=float)
     objective = objective if objective is not None else _objective(lm)
-    parts = []
-    for start in range(0, len(masked), chunk_size):
-        probs = objective.word_probabilities(lm.model, masked[start : start + chunk_size], list(cw.words))
-        parts.append(cw.aggregate(probs.detach().double().cpu()))
-    return pd.DataFrame(torch.cat(parts).numpy(), columns=list(cw.class_ids))
+    probs = objective.word_probabilities(lm.model, masked, list(cw.words), batch_size=batch_size)
+    return pd.DataFrame(cw.aggregate(probs.detach().double().cpu()).numpy(), columns=list(cw.class_ids))

@@ -1,0 +1,150 @@
+"""Decoder grid and selection: synthetic grids for the policies, tiny models for the grid itself."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gradiend.errors import GradiendError
+from gradiend.evaluate.decoder import (
+    DEFAULT_ALPHAS,
+    EvalConfig,
+    evaluate_decoder,
+    select_rewrites,
+    write_decoder_results,
+)
+from gradiend.evaluate.lm_metrics import class_probabilities, lms
+from gradiend.lm.objectives import objective_for
+from gradiend.lm.params import select_parameters
+from gradiend.model import Gradiend, GradiendMeta, canonical_directions
+
+CLASSES = ("3SG", "3PL")
+H = {"3SG": 1.0, "3PL": -1.0}
+
+
+def _grid(rows: list[tuple[float, float, float, float, float]]) -> pd.DataFrame:
+    """(h, alpha, lms, p_3SG_other, p_3PL_own) per cell; the first row is the base model."""
+    df = pd.DataFrame(rows, columns=["h", "alpha", "lms", "p_3SG_other", "p_3PL_own"])
+    df["is_base"] = df["alpha"] == 0
+    df["cell"] = [f"c{i}" for i in range(len(df))]
+    df["p_3PL_other"], df["p_3SG_own"] = 0.1, 0.5
+    return df
+
+
+def test_default_alphas_are_one_two_five_up_to_100():
+    assert DEFAULT_ALPHAS[:4] == (0.001, 0.002, 0.005, 0.01)
+    assert DEFAULT_ALPHAS[-3:] == (20.0, 50.0, 100.0) and len(DEFAULT_ALPHAS) == 16
+
+
+def test_threshold_picks_strongest_cell_under_the_lms_floor():
+    grid = _grid([
+        (0.0, 0.0, 0.50, 0.10, 0.60),
+        (1.0, 0.1, 0.499, 0.20, 0.60),
+        (1.0, 1.0, 0.496, 0.30, 0.60),  # strongest admissible: 0.496 >= 0.99 * 0.5
+        (1.0, 10.0, 0.40, 0.90, 0.60),  # stronger but breaks the LMS
+        (-1.0, 1.0, 0.498, 0.05, 0.40),  # weakens 3PL (p_3PL_own down)
+    ])
+    sel = select_rewrites(grid, H, "threshold", 0.99)
+    assert sel["3SG"]["alpha"] == 1.0 and sel["3SG"]["h"] == 1.0 and sel["3SG"]["useful"] is True
+    assert sel["3SG"]["value"] == 0.30 and sel["3SG"]["base_value"] == 0.10
+    assert sel["3SG"]["lms_ratio"] == pytest.approx(0.992)
+    assert sel["3PL_weaken"]["h"] == 1.0  # weakening 3PL uses the cells that strengthen 3SG
+    product = select_rewrites(grid, H, "metric_x_lms", 0.99)
+    assert product["3SG"]["alpha"] == 10.0 and product["3SG"]["useful"] is True  # 0.9·0.4 > 0.3·0.496
+
+
+def test_no_cell_beats_base_means_no_useful_rewrite():
+    grid = _grid([
+        (0.0, 0.0, 0.50, 0.30, 0.60),
+        (1.0, 0.1, 0.50, 0.30, 0.60),
+        (1.0, 1.0, 0.50, 0.25, 0.60),
+        (-1.0, 1.0, 0.50, 0.01, 0.60),
+    ])
+    for policy in ("threshold", "metric_x_lms"):
+        sel = select_rewrites(grid, H, policy, 0.99)
+        assert sel["3SG"]["useful"] is False and "beats the base model" in sel["3SG"]["reason"]
+    broken = _grid([(0.0, 0.0, 0.50, 0.1, 0.6), (1.0, 0.1, 0.1, 0.9, 0.6), (-1.0, 0.1, 0.1, 0.1, 0.6)])
+    sel = select_rewrites(broken, H, "threshold", 0.99)["3SG"]
+    assert sel["useful"] is False and sel["alpha"] == 0.0 and sel["value"] == sel["base_value"] == 0.1
+    assert "no cell keeps LMS" in sel["reason"]
+
+
+def test_selection_and_config_validate_input():
+    with pytest.raises(GradiendError, match="policy must be one of"):
+        select_rewrites(_grid([(0.0, 0.0, 0.5, 0.1, 0.6)]), H, "best")
+    with pytest.raises(GradiendError, match="exactly one base row"):
+        select_rewrites(_grid([(1.0, 1.0, 0.5, 0.1, 0.6)]), H)
+    with pytest.raises(GradiendError, match="alphas must be finite positive"):
+        EvalConfig(alphas=(0.0, 1.0))
+    with pytest.raises(GradiendError, match="lms_ratio"):
+        EvalConfig(lms_ratio=1.5)
+
+
+PAIRS = pd.DataFrame({
+    "masked": ["Yesterday [MASK] cooked the soup.", "I think [MASK] went home early.",
+               "Later [MASK] sang a song.", "In May [MASK] moved to Paris."],
+    "factual": ["he", "she", "they", "they"],
+    "factual_class": ["3SG", "3SG", "3PL", "3PL"],
+    "alternative": ["they", "they", "he", "it"],
+    "alternative_class": ["3PL", "3PL", "3SG", "3SG"],
+    "split": "test", "doc_id": ["a", "b", "c", "d"], "sentence_id": [0, 1, 2, 3],
+})
+NEUTRAL = ["The river flows slowly through the old town.", "A bridge was built in 1890 over the water."]
+
+
+def _gradiend(lm, seed: int = 0) -> Gradiend:
+    sel = select_parameters(lm.model, layers=[1])
+    meta = GradiendMeta(selection=sel, base_model=lm.name, model_family=lm.family.value, source="alternative",
+                        classes=CLASSES, directions=canonical_directions(CLASSES))
+    g = Gradiend(sel.input_dim, meta=meta, seed=seed)
+    with torch.no_grad():
+        g.decoder_weight.mul_(20.0)  # large enough that small α visibly moves the probabilities
+    return g
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_grid_cells_restore_the_model_and_base_row_matches_direct_measures(make_tiny, tmp_path, kind):
+    lm = make_tiny(kind, seed=2)
+    gradiend = _gradiend(lm)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    config = EvalConfig(alphas=(0.5, 5.0), max_rows=2, max_lms_texts=5)
+    result = evaluate_decoder(lm, gradiend, PAIRS, NEUTRAL, config)
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+    grid = result.grid
+    assert grid["cell"].tolist()[0] == "base" and len(grid) == 1 + 2 * 2
+    for col in ("cell", "h", "alpha", "is_base", "lms", "p_3SG_other", "p_3SG_own", "p_3PL_other", "p_3PL_own"):
+        assert col in grid.columns, col
+    assert sorted(grid.loc[~grid["is_base"], "h"].unique()) == [-1.0, 1.0]
+
+    words = {"3SG": ["he", "it", "she"], "3PL": ["they"]}
+    probs = class_probabilities(lm, PAIRS, words)
+    base = grid.iloc[0]
+    assert base["p_3SG_other"] == pytest.approx(probs.loc[2:3, "3SG"].mean(), rel=1e-6)
+    assert base["p_3PL_own"] == pytest.approx(probs.loc[2:3, "3PL"].mean(), rel=1e-6)
+    assert base["lms"] == lms(lm, NEUTRAL, exclude_words=["he", "it", "she", "they"]).lms
+    assert not np.isclose(grid["p_3SG_other"].iloc[1:], base["p_3SG_other"], rtol=1e-6, atol=0).all()
+
+    summary = result.summary
+    assert set(summary["selected"]) == {"3SG", "3PL", "3SG_weaken", "3PL_weaken"}
+    assert summary["base"]["lms"] == base["lms"] and summary["policy"] == {"name": "threshold", "lms_ratio": 0.99}
+    assert summary["n_rows"] == {"3SG": 2, "3PL": 2}
+    grid_path, json_path = write_decoder_results(result, tmp_path)
+    assert pd.read_csv(grid_path).shape == grid.shape
+    assert json.loads(json_path.read_text())["selected"]["3SG"]["h"] == gradiend.strengthen_h("3SG")
+
+
+def test_class_probabilities_sum_deduplicated_case_variants(tiny_bert, tiny_gpt2):
+    rows = ["Yesterday [MASK] cooked the soup."]
+    word = objective_for(tiny_bert).word_probabilities(tiny_bert.model, rows, ["he", "she"])
+    got = class_probabilities(tiny_bert, rows, {"A": ["he", "she"], "B": ["they"]})
+    assert got.columns.tolist() == ["A", "B"]
+    assert got.loc[0, "A"] == pytest.approx(float(word.sum()), rel=1e-6)  # uncased: He/HE not counted again
+    word = objective_for(tiny_gpt2).word_probabilities(tiny_gpt2.model, rows, ["he", "He", "HE"])
+    got = class_probabilities(tiny_gpt2, rows, {"A": ["He"]})
+    assert got.loc[0, "A"] == pytest.approx(float(word.sum()), rel=1e-6)
