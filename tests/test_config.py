@@ -15,6 +15,7 @@ from gradiend.config import (
     save_config,
     stage_fingerprint,
 )
+from gradiend.data import DataConfig
 from gradiend.errors import GradiendError
 
 MINIMAL = """
@@ -58,7 +59,7 @@ def test_round_trip_is_equal_and_writes_every_default(config_file: Path, tmp_pat
     config = load_config(config_file)
     text = config.to_toml()
     assert loads_config(text) == config
-    assert "max_steps = 1000" in text and 'policy = "selected"' in text  # defaults written out
+    assert "eval_every = 20" in text and 'policy = "selected"' in text  # defaults written out
     assert "seeds = [0, 1]" in text  # short arrays stay on one line
     out = save_config(config, tmp_path / "run" / "config.toml")
     assert load_config(out) == config
@@ -66,8 +67,8 @@ def test_round_trip_is_equal_and_writes_every_default(config_file: Path, tmp_pat
 
 
 def test_round_trip_keeps_optional_values() -> None:
-    config = loads_config(_with("pre_prune = 100\n"))
-    assert config.train.pre_prune == 100
+    config = loads_config(_with("steps = 100\npost_prune_topk = 0.25\n"))
+    assert config.train.steps == 100 and config.train.post_prune_topk == 0.25
     assert loads_config(config.to_toml()) == config
 
 
@@ -93,7 +94,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_keys() -> None:
         ("seeds = [0, 1]", "seeds = [0, 1.5]", r"train.seeds\[1\] must be an integer, got float 1.5"),
         ("seeds = [0, 1]", "seeds = 3", "train.seeds must be a list, got integer 3"),
         ("lr = 1e-4", 'source = "both"', "train.source must be one of 'factual', 'alternative', 'diff', got 'both'"),
-        ("lr = 1e-4", "max_steps = true", "train.max_steps must be an integer, got boolean True"),
+        ("lr = 1e-4", "epochs = true", "train.epochs must be an integer, got boolean True"),
         ('3PL = ["they"]', '3PL = "they"', "data.classes.3PL must be a list, got string 'they'"),
     ],
 )
@@ -127,8 +128,9 @@ def test_missing_model_section() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('3PL = ["they"]', '3PL = ["they"]\nX = ["x"]', r"exactly two classes, got 3"),
-        ('3PL = ["they"]', '3PL = ["they", "he"]', r"the words \['he'\] are in both classes"),
+        ('3PL = ["they"]', "", r"needs at least two classes, got 1: \['3SG'\]"),
+        ('3PL = ["they"]', '3PL = ["they", "He"]', r"the word 'He' is in both '3SG' and '3PL'"),
+        ('3PL = ["they"]', "3PL = []", r"class '3PL' has no target words"),
         ("seeds = [0, 1]", 'seeds = [0]\n[rewrite]\nstrengthen = ["3S"]', "strengthen names class '3S'"),
         ("seeds = [0, 1]", '[rewrite]\npolicy = "fixed"', 'policy = "fixed" needs alpha > 0'),
     ],
@@ -136,6 +138,18 @@ def test_missing_model_section() -> None:
 def test_cross_section_checks(old: str, new: str, message: str) -> None:
     with pytest.raises(GradiendError, match=message):
         loads_config(_with(replace=(old, new)))
+
+
+def test_data_options_nest_the_data_stage_config() -> None:
+    config = loads_config(MINIMAL + "[data.options]\nseed = 7\nsplit_ratios = [0.5, 0.25, 0.25]\n")
+    assert config.data.options == DataConfig(seed=7, split_ratios=(0.5, 0.25, 0.25))
+    assert loads_config(config.to_toml()) == config
+    with pytest.raises(GradiendError, match=r"unknown key 'sed' in \[data.options\]; did you mean 'seed'\?"):
+        loads_config(MINIMAL + "[data.options]\nsed = 7\n")
+    with pytest.raises(GradiendError, match=r"^\[data.options\]: split_ratios must be three non-negative"):
+        loads_config(MINIMAL + "[data.options]\nsplit_ratios = [0.5, 0.5, 0.5]\n")
+    with pytest.raises(GradiendError, match=r"data.options.split_ratios must have 3 entries, got 2"):
+        loads_config(MINIMAL + "[data.options]\nsplit_ratios = [0.5, 0.5]\n")
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
@@ -161,7 +175,9 @@ def test_fingerprints_follow_stage_dependencies(config_file: Path) -> None:
     def changed_stages(config: ExperimentConfig) -> set[str]:
         return {s for s in stages if stage_fingerprint(config, s) != fp[s]}
 
-    assert changed_stages(_changed(base, "data", seed=1)) == set(stages)
+    assert changed_stages(_changed(base, "data", options=DataConfig(seed=1))) == set(stages)
+    assert changed_stages(_changed(base, "gradients", rows_per_gradient=8)) == {"train", "evaluate", "rewrite"}
+    assert changed_stages(_changed(base, "gradients", batch_size=2)) == set()  # memory only
     assert changed_stages(_changed(base, "train", lr=2e-5)) == {"train", "evaluate", "rewrite"}
     assert changed_stages(_changed(base, "eval", lms_ratio=0.95)) == {"evaluate", "rewrite"}
     assert changed_stages(_changed(base, "rewrite", strengthen=("3SG",))) == {"rewrite"}
@@ -173,6 +189,6 @@ def test_fingerprints_follow_stage_dependencies(config_file: Path) -> None:
 
 
 def test_none_that_toml_cannot_express_is_refused(config_file: Path) -> None:
-    config = _changed(load_config(config_file), "data", seed=None)
-    with pytest.raises(GradiendError, match="data.seed is None but its default is not"):
+    config = _changed(load_config(config_file), "data", hf_split=None)
+    with pytest.raises(GradiendError, match="data.hf_split is None but its default is not"):
         config.to_toml()

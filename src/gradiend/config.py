@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gradiend.constants import FORMAT_VERSION
+from gradiend.data.config import DataConfig
 from gradiend.errors import GradiendError
 
 if sys.version_info >= (3, 11):
@@ -64,48 +65,63 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataSection:
-    """Where the text comes from, the two feature classes, and how the pairs table is made.
+    """Where the text comes from, the feature classes, and how the pairs table is made (``options``).
 
-    Placeholder until ``gradiend.data.DataConfig`` exists; the first class is the positive one.
+    ``texts`` and the keyword fields are the arguments of :func:`gradiend.data.create_data`; ``classes`` maps
+    each class id to its target words, in order (the first class is the positive one).
     """
 
     texts: str | tuple[str, ...]  # offline:<name>, a file path, a Hugging Face dataset id, or inline texts
-    classes: dict[str, tuple[str, ...]]  # class id -> target words
-    max_sentences: int | None = None
-    max_rows_per_class: int | None = None
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    neutral_size: int = 1000
-    case_sensitive: bool = False
-    seed: int = 0
+    classes: dict[str, tuple[str, ...]]
+    text_column: str = "text"
+    id_column: str | None = None
+    max_documents: int | None = None
+    hf_config: str | None = None
+    hf_split: str = "train"
+    options: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass(frozen=True)
+class GradientSection:
+    """How gradients are batched for training; placeholder until the gradient stage has its own config."""
+
+    rows_per_gradient: int = 32  # rows of one transition averaged into one gradient
+    pre_prune_topk: int | float | None = None  # keep the top dims by |mean source gradient| (count or fraction)
+    pre_prune_samples: int = 16  # gradients used to rank dimensions for pre-pruning
+    batch_size: int = field(default=8, metadata=NO_FINGERPRINT)  # rows per forward pass (memory only)
 
 
 @dataclass(frozen=True)
 class TrainSection:
-    """GRADIEND training; placeholder until ``gradiend.train.TrainConfig`` exists."""
+    """GRADIEND training; mirrors ``gradiend.train.TrainConfig`` until that is swapped in (SECTIONS)."""
 
     source: Literal["factual", "alternative", "diff"] = "alternative"
     target: Literal["factual", "alternative", "diff"] = "diff"
     lr: float = 1e-5
-    batch_size: int = 32  # rows per gradient
-    max_steps: int = 1000
-    eval_every: int = 50
-    seeds: tuple[int, ...] = (0,)
+    weight_decay: float = 0.01
     latent_dim: int = 1
-    pre_prune: int | None = None  # keep the top-k dimensions by |mean source gradient| before training
-    post_prune: int | None = None  # keep the top-k dimensions by decoder weight after training
+    steps: int | None = None  # optimizer steps; None = `epochs` passes over the gradients
+    epochs: int = 1
+    eval_every: int = 20
+    seeds: tuple[int, ...] = (0,)
+    min_correlation: float = 0.5
+    min_class_mean: float = 0.5
+    post_prune_topk: int | float | None = None  # keep the top dims by decoder weight (count or fraction)
 
 
 @dataclass(frozen=True)
 class EvalSection:
-    """Encoder and decoder evaluation; placeholder until ``gradiend.evaluate.decoder.EvalConfig`` exists."""
+    """Encoder and decoder evaluation; mirrors ``gradiend.evaluate.decoder.EvalConfig`` until swapped in."""
 
-    alphas: tuple[float, ...] = (
-        100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001,
+    split: str = "test"
+    alphas: tuple[float, ...] = tuple(
+        float(f"{m}e{e}") for e in range(-3, 3) for m in (1, 2, 5) if float(f"{m}e{e}") <= 100
     )
-    lms_ratio: float = 0.99  # a rewrite must keep LMS >= lms_ratio * base LMS
-    max_rows: int = 500
+    max_rows: int | None = 500  # pair rows per class
     max_lms_texts: int = 200
+    lms_ratio: float = 0.99  # a rewrite must keep LMS >= lms_ratio * base LMS
+    policy: Literal["threshold", "metric_x_lms"] = "threshold"
+    seed: int = 0
     bootstrap: int = 1000
     batch_size: int = field(default=16, metadata=NO_FINGERPRINT)
 
@@ -121,14 +137,14 @@ class RewriteConfig:
 
 
 # section name in the TOML file -> field name on ExperimentConfig; the classes come from the field types
-SECTIONS: tuple[str, ...] = ("model", "data", "train", "eval", "rewrite")
+SECTIONS: tuple[str, ...] = ("model", "data", "gradients", "train", "eval", "rewrite")
 
 # which sections each stage's result depends on (its fingerprint hashes exactly these)
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
-    "train": ("model", "data", "train"),
-    "evaluate": ("model", "data", "train", "eval"),
-    "rewrite": ("model", "data", "train", "eval", "rewrite"),
+    "train": ("model", "data", "gradients", "train"),
+    "evaluate": ("model", "data", "gradients", "train", "eval"),
+    "rewrite": ("model", "data", "gradients", "train", "eval", "rewrite"),
 }
 
 # what a user most likely forgot, per required key
@@ -145,6 +161,7 @@ class ExperimentConfig:
 
     model: ModelConfig
     data: DataSection
+    gradients: GradientSection = field(default_factory=GradientSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
@@ -376,14 +393,15 @@ def _describe(value: Any) -> str:
 def _check_cross_sections(config: ExperimentConfig) -> None:
     """Checks that involve more than one section, or values the type alone does not rule out."""
     classes = config.data.classes
-    if len(classes) != 2:
-        raise GradiendError(f"[data.classes] must define exactly two classes, got {len(classes)}: {list(classes)}")
+    if len(classes) < 2:
+        raise GradiendError(f"[data.classes] needs at least two classes, got {len(classes)}: {list(classes)}")
+    owner: dict[str, str] = {}
     for cid, words in classes.items():
         if not words:
             raise GradiendError(f"[data.classes] class {cid!r} has no target words")
-    shared = set(classes[config.class_ids[0]]) & set(classes[config.class_ids[1]])
-    if shared:
-        raise GradiendError(f"[data.classes] the words {sorted(shared)} are in both classes")
+        for word in words:
+            if owner.setdefault(word.casefold(), cid) != cid:
+                raise GradiendError(f"[data.classes] the word {word!r} is in both {owner[word.casefold()]!r} and {cid!r}")
     rewrite = config.rewrite
     for key in ("strengthen", "weaken"):
         for cid in getattr(rewrite, key, ()):
