@@ -72,12 +72,16 @@ def decoder_json(useful: bool = True) -> dict:
         selected[cid] = {
             "h": h, "alpha": alpha, "value": float(cell[f"p_{cid}_other"]), "base_value": BASE[f"p_{cid}_other"],
             "lms": float(cell["lms"]), "base_lms": BASE["lms"], "lms_ratio": float(cell["lms"]) / BASE["lms"],
-            "useful": useful,
+            "useful": useful, "cell": f"h={h:+g},alpha={alpha:g}", "metric": f"P({cid} words | other rows)",
+            "reason": "strongest cell with LMS >= 0.99 x base LMS" if useful else
+            "no cell with LMS >= 0.99 x base LMS beats the base model",
         }
-    selected["3SG_weaken"] = {"h": None, "alpha": None, "value": 0.1, "base_value": 0.1, "lms": 0.5,
-                              "base_lms": 0.5, "lms_ratio": 1.0, "useful": False}
+    # as the decoder stage writes it when nothing is admissible: the base model, useful false, with the reason
+    selected["3SG_weaken"] = {"h": -1.0, "alpha": 0.0, "cell": "base", "metric": "1 - P(3SG words | 3SG rows)",
+                              "value": 0.1, "base_value": 0.1, "lms": 0.5, "base_lms": 0.5, "lms_ratio": 1.0,
+                              "useful": False, "reason": "no cell keeps LMS >= 0.99 x base LMS"}
     return {"base": BASE, "lms_definition": "1 / (1 + mean next-token NLL)",
-            "policy": {"name": "lms_threshold", "lms_ratio": LMS_RATIO}, "selected": selected}
+            "policy": {"name": "threshold", "lms_ratio": LMS_RATIO}, "selected": selected}
 
 
 def encodings(n: int = 120, seed: int = 0) -> pd.DataFrame:
