@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[plot,gguf,demo,dev]'
+	$(PY) -m pip install --quiet -e '.[plot,gguf,demo,dev,data]'
 	$(VENV)/bin/gradiend assets install
 	touch $(STAMP)
 

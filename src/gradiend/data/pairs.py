@@ -48,7 +48,8 @@ def scan(sentences: Sequence[Sentence], feature: Feature, config: DataConfig) ->
     """Find every target occurrence (one regex pass; spaCy only where a class needs it) and neutral sentences.
 
     A sentence is neutral when it contains no target word (as surface form, and for lemma classes no token
-    with a target lemma) and none of ``config.excluded_words`` (whole words, case-insensitive).
+    with a target lemma) and none of ``config.excluded_words`` (whole words, case-insensitive). Sentences
+    that already contain the literal ``[MASK]`` are skipped.
     """
     matcher = Matcher(feature)
     excluded = word_pattern(config.excluded_words)
@@ -57,6 +58,8 @@ def scan(sentences: Sequence[Sentence], feature: Feature, config: DataConfig) ->
     neutral: list[Sentence] = []
     dropped = 0
     for i, sent in enumerate(sentences):
+        if MASK in sent.text:
+            continue  # a literal [MASK] in the source would make the masked text ambiguous
         surface = matcher.find(sent.text)
         matches = surface if docs is None or i not in docs else _constrained(docs[i], surface, feature)
         if not surface and not matches and excluded.search(sent.text) is None:
