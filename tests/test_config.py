@@ -192,3 +192,12 @@ def test_none_that_toml_cannot_express_is_refused(config_file: Path) -> None:
     config = _changed(load_config(config_file), "data", hf_split=None)
     with pytest.raises(GradiendError, match="data.hf_split is None but its default is not"):
         config.to_toml()
+
+
+def test_eval_section_is_the_evaluation_stage_config() -> None:
+    from gradiend.evaluate.decoder import EvalConfig
+
+    config = loads_config(MINIMAL + "[eval]\nalphas = [0.5, 1, 2]\npolicy = \"metric_x_lms\"\n")
+    assert config.eval == EvalConfig(alphas=(0.5, 1.0, 2.0), policy="metric_x_lms")
+    with pytest.raises(GradiendError, match=r"^\[eval\] lms_ratio must be in \(0, 1\], got 1.5$"):
+        loads_config(MINIMAL + "[eval]\nlms_ratio = 1.5\n")

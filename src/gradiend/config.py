@@ -17,7 +17,9 @@ A run is described by one TOML file::
 fills in the defaults; :meth:`ExperimentConfig.to_toml` writes the fully resolved file back, so the
 ``config.toml`` of a run reproduces it. Each section is built from its dataclass type through
 ``dataclasses.fields`` and the type hints, so a stage's own config class (``gradiend.train.TrainConfig``, ...)
-can replace a section class here without touching the TOML code: swap the class in :data:`SECTIONS`.
+can replace a section class here without touching the TOML code: change the field's type on
+:class:`ExperimentConfig`. ``[data.options]`` is ``gradiend.data.DataConfig`` and ``[eval]`` is
+``gradiend.evaluate.decoder.EvalConfig``; ``[gradients]`` and ``[train]`` are still defined here.
 
 :func:`stage_fingerprint` hashes the sections a stage depends on, so the pipeline can skip a stage whose
 artifacts were made with the same fingerprint.
@@ -41,6 +43,7 @@ from typing import Any, Literal
 from gradiend.constants import FORMAT_VERSION
 from gradiend.data.config import DataConfig
 from gradiend.errors import GradiendError
+from gradiend.evaluate.decoder import EvalConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,7 +96,7 @@ class GradientSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    """GRADIEND training; mirrors ``gradiend.train.TrainConfig`` until that is swapped in (SECTIONS)."""
+    """GRADIEND training; mirrors ``gradiend.train.TrainConfig`` until that is swapped in (the field type on ExperimentConfig)."""
 
     source: Literal["factual", "alternative", "diff"] = "alternative"
     target: Literal["factual", "alternative", "diff"] = "diff"
@@ -107,23 +110,6 @@ class TrainSection:
     min_correlation: float = 0.5
     min_class_mean: float = 0.5
     post_prune_topk: int | float | None = None  # keep the top dims by decoder weight (count or fraction)
-
-
-@dataclass(frozen=True)
-class EvalSection:
-    """Encoder and decoder evaluation; mirrors ``gradiend.evaluate.decoder.EvalConfig`` until swapped in."""
-
-    split: str = "test"
-    alphas: tuple[float, ...] = tuple(
-        float(f"{m}e{e}") for e in range(-3, 3) for m in (1, 2, 5) if float(f"{m}e{e}") <= 100
-    )
-    max_rows: int | None = 500  # pair rows per class
-    max_lms_texts: int = 200
-    lms_ratio: float = 0.99  # a rewrite must keep LMS >= lms_ratio * base LMS
-    policy: Literal["threshold", "metric_x_lms"] = "threshold"
-    seed: int = 0
-    bootstrap: int = 1000
-    batch_size: int = field(default=16, metadata=NO_FINGERPRINT)
 
 
 @dataclass(frozen=True)
@@ -163,7 +149,7 @@ class ExperimentConfig:
     data: DataSection
     gradients: GradientSection = field(default_factory=GradientSection)
     train: TrainSection = field(default_factory=TrainSection)
-    eval: EvalSection = field(default_factory=EvalSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     name: str = "run"
     output_dir: str = "runs"
@@ -266,7 +252,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:  # a section class's own validation
-        raise GradiendError(f"{label}: {exc}") from exc
+        message = str(exc)
+        raise GradiendError(message if message.startswith(label) else f"{label}: {message}") from exc
 
 
 def _unknown_key_message(key: str, known: list[str], where: str) -> str:
