@@ -123,3 +123,61 @@ def test_write_encoder_results(tmp_path):
     table_path, json_path = write_encoder_results(EncoderResult(df, metrics), tmp_path / "metrics")
     assert pd.read_parquet(table_path).columns.tolist() == list(ENCODING_COLUMNS)
     assert json.loads(json_path.read_text())["pearson"] == metrics["pearson"]
+
+
+PAIRS = pd.DataFrame({
+    "masked": ["Yesterday [MASK] cooked the soup.", "I think [MASK] went home early.",
+               "Later [MASK] sang a song.", "In May [MASK] moved to Paris.", "Then [MASK] left."],
+    "factual": ["he", "she", "they", "they", "he"],
+    "factual_class": ["3SG", "3SG", "3PL", "3PL", "3SG"],
+    "alternative": ["they", "they", "he", "it", "they"],
+    "alternative_class": ["3PL", "3PL", "3SG", "3SG", "3PL"],
+    "split": ["test", "test", "test", "test", "train"],
+    "doc_id": ["a", "b", "c", "d", "e"], "sentence_id": [0, 1, 2, 3, 4],
+})
+NEUTRAL = ["The river flows slowly through the old town.", "A bridge was built in 1890 over the water."]
+
+
+def _hand_encoding(lm, gradiend, row: pd.DataFrame, kind: str) -> float:
+    """Autograd on the objective's per-row loss, flattened over the selection, encoded."""
+    import torch
+
+    from gradiend.lm.objectives import objective_for
+
+    params = gradiend.selection.parameters(lm.model)
+    factual, alternative = objective_for(lm).row_losses(lm.model, row)
+    loss = {"factual": factual, "alternative": alternative, "diff": factual - alternative}[kind][0]
+    grads = torch.autograd.grad(loss, params)
+    with torch.no_grad():
+        return float(gradiend.encode(gradiend.selection.flatten(grads))[0])
+
+
+@pytest.mark.parametrize(("kind", "source"), [("bert", "alternative"), ("gpt2", "diff")])
+def test_evaluate_encoder_on_a_tiny_model(make_tiny, tmp_path, kind, source):
+    import torch
+
+    from gradiend.evaluate.encoder import evaluate_encoder
+    from gradiend.lm.params import select_parameters
+    from gradiend.model import Gradiend, GradiendMeta, canonical_directions
+
+    lm = make_tiny(kind, seed=3)
+    sel = select_parameters(lm.model, layers=[1])
+    meta = GradiendMeta(selection=sel, base_model=lm.name, model_family=lm.family.value, source=source,
+                        classes=CLASSES, directions=canonical_directions(CLASSES))
+    gradiend = Gradiend(sel.input_dim, meta=meta, seed=1)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    result = evaluate_encoder(lm, gradiend, PAIRS, NEUTRAL, n_boot=50, seed=0)
+    for k, v in lm.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+    table = result.encodings
+    assert table.columns.tolist() == list(ENCODING_COLUMNS)
+    assert table["variant"].value_counts().to_dict() == {"pairs": 4, "neutral_masked": 4, "neutral_text": 2}
+    pairs = table[table["variant"] == "pairs"]
+    expected_labels = [-1.0, -1.0, 1.0, 1.0] if source == "alternative" else [1.0, 1.0, -1.0, -1.0]
+    assert pairs["label"].tolist() == expected_labels
+    assert (table.loc[table["variant"] != "pairs", "label"] == 0).all()
+    hand = _hand_encoding(lm, gradiend, PAIRS.iloc[[2]], source)
+    assert pairs["encoding"].iloc[2] == pytest.approx(hand, rel=1e-4, abs=1e-6)
+    assert result.metrics["n_rows"] == 10 and set(result.metrics["neutral"]) == {"neutral_masked", "neutral_text"}
+    assert result.metrics["per_class"]["3SG"]["n"] == 2

@@ -104,3 +104,45 @@ def test_causal_lms_skips_feature_words_as_targets(tiny_gpt2):
 def test_case_variants_dedupe_identical_tokenizations(bert_tokenizer, causal_tokenizer):
     assert case_variants(bert_tokenizer, ["he", "she"]) == ["he", "she"]  # uncased: He/HE are the same tokens
     assert case_variants(causal_tokenizer, ["he"]) == ["he", "He", "HE"]
+
+
+NEUTRAL_SENTENCES = [
+    "The river flows slowly through the old town before reaching the sea.",
+    "A new bridge was built over the valley in the early twentieth century.",
+    "The museum opened its doors to the public in the spring of 1923.",
+    "Heavy rain caused flooding in several villages along the coast.",
+    "The company produces steel, glass and other building materials.",
+    "Most of the island is covered by dense tropical forest.",
+    "The railway line connects the capital with the northern provinces.",
+    "The cathedral is one of the largest churches in Europe.",
+    "Wheat and barley are the main crops grown in the region.",
+    "The festival attracts thousands of visitors every summer.",
+    "The lake freezes completely during the coldest months of the year.",
+    "The university was founded in 1850 and has eight faculties.",
+    "The population of the city has doubled over the last thirty years.",
+    "The album was recorded in London and released the following year.",
+    "The mountain range forms a natural border between the two countries.",
+    "The building was badly damaged by fire and later restored.",
+    "The team won the national championship for the third time.",
+    "The species feeds mainly on insects, seeds and small fruits.",
+    "The castle overlooks the harbour and the surrounding hills.",
+    "The newspaper was first published in the middle of the nineteenth century.",
+]
+
+
+@pytest.mark.slow
+def test_smollm2_lms_is_a_plausible_next_token_measure(smollm2):
+    result = lms(smollm2, NEUTRAL_SENTENCES, exclude_words=FEATURE)
+    print(f"SmolLM2-135M: NLL {result.nll:.3f}, perplexity {result.perplexity:.2f}, LMS {result.lms:.4f}, "
+          f"{result.n_tokens} tokens")
+    assert 5 < result.perplexity < 200
+    assert result.lms == pytest.approx(1 / (1 + result.nll))
+    assert lms(smollm2, NEUTRAL_SENTENCES, exclude_words=FEATURE) == result
+
+
+@pytest.mark.slow
+def test_splade_tiny_masked_token_accuracy(splade):
+    result = lms(splade, NEUTRAL_SENTENCES, exclude_words=FEATURE, seed=0)
+    print(f"SPLADE-tiny masked-token accuracy: {result.accuracy:.4f} over {result.n_tokens} masked tokens")
+    assert 0.0 <= result.accuracy <= 1.0 and result.n_tokens >= len(NEUTRAL_SENTENCES)
+    assert lms(splade, NEUTRAL_SENTENCES, exclude_words=FEATURE, seed=0) == result

@@ -218,7 +218,7 @@ class EncoderResult:
     metrics: dict[str, Any]
 
 
-def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str) -> np.ndarray:
+def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk: int = 8) -> np.ndarray:
     """h for each row: the GRADIEND's encoding of the row's ``kind`` gradient (first latent dimension)."""
     from gradiend.gradients import GradientComputer
 
@@ -226,8 +226,8 @@ def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str) -> np
         return np.zeros(0)
     computer = GradientComputer(lm, gradiend.selection)
     values = []
-    with torch.no_grad():
-        for grad in computer.row_gradients(rows.reset_index(drop=True), kind):
+    for grad in computer.row_gradients(rows.reset_index(drop=True), kind, chunk=chunk):
+        with torch.no_grad():  # only the encoding; the gradient itself needs autograd
             values.append(float(gradiend.encode(grad.reshape(-1)).reshape(-1)[0]))
     return np.asarray(values, dtype=float)
 
