@@ -132,3 +132,18 @@ def test_rewritten_model_reloads_with_plain_automodel(make_tiny, tmp_path, kind)
     assert meta["gradiend"] == "run/gradiend" and meta["base_model"] == lm.name
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert not list(tmp_path.glob(".rewritten*"))  # no temporary directory left behind
+
+
+def test_rewrite_selected_refuses_a_useless_selection(make_tiny, tmp_path):
+    from gradiend.rewrite import rewrite_selected
+
+    lm = make_tiny("bert", seed=8)
+    dec = _decoder(_kept_selection(lm.model))
+    useless = {"h": 1.0, "alpha": 0.0, "useful": False, "reason": "no cell keeps LMS >= 0.99 x base LMS"}
+    with pytest.raises(GradiendError, match="no cell keeps LMS"):
+        rewrite_selected(lm, dec, useless, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    chosen = {"h": -1.0, "alpha": 0.2, "useful": True, "value": 0.3, "base_value": 0.1, "lms": 0.5}
+    out = rewrite_selected(lm, dec, chosen, tmp_path / "out")
+    meta = read_json(out / REWRITE_META_FILE)
+    assert (meta["h"], meta["alpha"]) == (-1.0, 0.2) and meta["metrics"]["value"] == 0.3

@@ -135,3 +135,23 @@ def rewrite_model(
         lm.tokenizer.save_pretrained(tmp)
         write_json(tmp / REWRITE_META_FILE, rewrite_meta(lm, h, alpha, gradiend_path, metrics))
     return out_dir
+
+
+def rewrite_selected(
+    lm: LoadedModel,
+    gradiend: Direction,
+    selected: Mapping[str, Any],
+    out_dir: str | Path,
+    gradiend_path: str | Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Save the rewrite a decoder evaluation selected (one ``decoder.json["selected"]`` entry).
+
+    Refuses an entry marked ``useful: false`` (no cell beat the base model under the LMS constraint) unless
+    ``force``: saving it would present an unchanged or damaged model as a rewrite.
+    """
+    if not selected.get("useful", False) and not force:
+        reason = selected.get("reason", "the decoder evaluation found no useful rewrite")
+        raise GradiendError(f"not saving a rewrite: {reason} (pass force=True to save it anyway)")
+    metrics = {k: selected[k] for k in ("metric", "value", "base_value", "lms", "base_lms", "lms_ratio") if k in selected}
+    return rewrite_model(lm, gradiend, selected["h"], selected["alpha"], out_dir, metrics, gradiend_path)
