@@ -173,6 +173,7 @@ def test_documents_from_files_and_frames(tmp_path):
         (["", "  "], PRONOUNS, {}, "the corpus is empty"),
         (pd.DataFrame({"body": ["He ran."]}), PRONOUNS, {}, "has no column 'text'; columns: ['body']"),
         ("missing_file.csv", PRONOUNS, {}, "text file 'missing_file.csv' does not exist"),
+        ("He ran home. They ran too.", PRONOUNS, {}, "is not a file, an offline asset or a dataset id"),
     ],
 )
 def test_bad_input_raises_clear_errors(texts, feature, kwargs, message):
@@ -216,3 +217,14 @@ def test_cli_writes_directory_and_prints_counts(tmp_path):
     bad = CliRunner().invoke(cli, ["data", "--texts", str(src), "--class", "A=he", "--class", "A=they",
                                    "--out", str(out)])
     assert bad.exit_code != 0 and "duplicate class id(s) ['A']" in str(bad.exception)
+
+
+def test_three_classes_one_pass_one_row_per_other_class():
+    feature = Feature.from_mapping({"M": ["he"], "F": ["she"], "PL": ["they"]})
+    data = create_data(town_docs(30), feature, DataConfig(seed=5))
+    pairs = data.pairs
+    assert Counter(zip(pairs["factual_class"], pairs["alternative_class"], strict=True)) == {
+        ("M", "F"): 30, ("M", "PL"): 30, ("F", "M"): 30, ("F", "PL"): 30, ("PL", "M"): 30, ("PL", "F"): 30,
+    }
+    she = pairs[pairs["factual"] == "She"].set_index("alternative_class")["alternative"]
+    assert set(she.items()) == {("M", "He"), ("PL", "They")}

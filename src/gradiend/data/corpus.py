@@ -2,7 +2,9 @@
 
 Accepted sources: a list of strings (doc ids ``"0"``, ``"1"``, ...), a pandas DataFrame, a file (``.txt``: one
 document per line; ``.jsonl``/``.csv``/``.parquet``: a text column; ``.json``: ``{title: {"extract": text}}`` as
-the offline Wikipedia asset), ``offline:<name>`` of a text asset, or a Hugging Face dataset id (extra ``data``).
+the offline Wikipedia asset), ``offline:<name>`` of a text asset, or a Hugging Face dataset id or local dataset
+directory that ``datasets.load_dataset`` reads (extra ``data``; with ``max_documents`` it is streamed and shuffled,
+shards and a buffer of rows, before capping).
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def _from_path_or_id(
         return _from_file(path, text_column, id_column)
     if path.suffix.lower() in FILE_SUFFIXES:
         raise GradiendError(f"text file {str(source)!r} does not exist")
+    if not path.is_dir() and any(c.isspace() for c in str(source)):
+        raise GradiendError(
+            f"{str(source)[:60]!r} is not a file, an offline asset or a dataset id; pass literal texts as a list"
+        )
     return _from_hf(str(source), text_column, id_column, max_documents, seed, hf_config, hf_split)
 
 

@@ -29,7 +29,7 @@ def load_pipeline(model: str) -> Any:
     if alias and not spacy.util.is_package(model) and spacy.util.is_package(alias):
         name = alias
     try:
-        return spacy.load(name)
+        return spacy.load(name, exclude=["ner"])  # entities are never used; skipping them saves time
     except OSError as exc:
         raise GradiendError(
             f"spaCy model {model!r} is not installed; install it (python -m spacy download {model}) "

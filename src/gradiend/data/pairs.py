@@ -144,8 +144,7 @@ def build_pairs(
 
 def pairs_frame(cols: Mapping[str, list[object]]) -> pd.DataFrame:
     """The pairs table with its canonical column order and dtypes."""
-    df = pd.DataFrame({c: pd.Series(cols[c], dtype="int64" if c == "sentence_id" else object) for c in PAIR_COLUMNS})
-    return df
+    return pd.DataFrame({c: pd.Series(cols[c], dtype="int64" if c == "sentence_id" else object) for c in PAIR_COLUMNS})
 
 
 def select_neutral(

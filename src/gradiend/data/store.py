@@ -36,6 +36,10 @@ class FeatureData:
     meta: dict[str, Any]
     feature: Feature
 
+    def __repr__(self) -> str:
+        return (f"FeatureData({self.feature.name!r}: {len(self.pairs)} pairs rows, {len(self.neutral)} neutral rows, "
+                f"fingerprint {str(self.meta.get('fingerprint', ''))[:12]})")
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the data directory atomically (an existing one is replaced as a whole); returns its path."""
         return save_data(self, path)
