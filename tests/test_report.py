@@ -14,16 +14,15 @@ import pytest
 from gradiend import constants as C
 from gradiend.errors import GradiendError
 from gradiend.report import render_report, write_report, write_study_report
-from test_report_synthetic import make_run
+from test_report_synthetic import make_run, reported_run
 
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    run = make_run(tmp_path_factory.mktemp("full"))
-    path = write_report(run)
-    return run, path.read_text()
+def full_run() -> tuple[Path, str]:
+    run = reported_run()
+    return run, (run / C.REPORT_FILE).read_text()
 
 
 def _between(html: str, start: str, end: str) -> str:

@@ -3,7 +3,11 @@ and report tests, plus checks that the planted files are self-consistent."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +135,21 @@ def make_run(root: Path, useful: bool = True, full: bool = True) -> Path:
         encodings().to_parquet(metrics / C.ENCODINGS_FILE)
         decoder_grid().to_csv(metrics / C.DECODER_GRID_FILE, index=False)
         (metrics / C.DECODER_METRICS_FILE).write_text(json.dumps(decoder_json(useful)))
+    return run
+
+
+@functools.cache
+def reported_run() -> Path:
+    """A full synthetic run with its report written, made once per test process (read-only for callers).
+
+    A cached function rather than a fixture, so that several test modules share it (drawing is the slow part).
+    """
+    from gradiend.report import write_report
+
+    root = Path(tempfile.mkdtemp(prefix="gradiend-report-test-"))
+    atexit.register(shutil.rmtree, root, True)
+    run = make_run(root)
+    write_report(run)
     return run
 
 
