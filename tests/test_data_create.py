@@ -228,3 +228,14 @@ def test_three_classes_one_pass_one_row_per_other_class():
     }
     she = pairs[pairs["factual"] == "She"].set_index("alternative_class")["alternative"]
     assert set(she.items()) == {("M", "He"), ("PL", "They")}
+
+
+def test_fingerprint_follows_content_not_location(tmp_path):
+    docs = town_docs(20)
+    (tmp_path / "a.txt").write_text("\n".join(docs))
+    (tmp_path / "b.txt").write_text("\n".join(docs))
+    fa = create_data(tmp_path / "a.txt", PRONOUNS).meta["fingerprint"]
+    assert create_data(tmp_path / "b.txt", PRONOUNS).meta["fingerprint"] == fa
+    assert create_data(docs, PRONOUNS).meta["fingerprint"] == fa
+    assert create_data(docs[:-1], PRONOUNS).meta["fingerprint"] != fa
+    assert create_data(docs, PRONOUNS, DataConfig(neutral_size=5)).meta["fingerprint"] != fa

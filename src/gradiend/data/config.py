@@ -29,7 +29,9 @@ class DataConfig:
         sentence_splitter: ``"regex"`` (fast, abbreviation-aware) or ``"spacy"`` (sentencizer).
         min_left_context: minimum number of words before a target for it to be masked (0 keeps all).
         alternatives: ``"one"`` seeded random target of the other class per row, or ``"all"`` of them.
-        held_out_vocabulary: assign each target word to one split (the rows follow their factual word).
+        held_out_vocabulary: assign each target word to one split (rows follow their factual word, alternatives
+            come from the same split; a sentence whose targets fall in different splits is dropped). Sentences
+            still never share a split; documents may.
         excluded_words: extra whole words that keep a sentence out of the neutral table.
         spacy_model: spaCy pipeline for classes with POS/dependency/morphology constraints or lemmas.
     """

@@ -136,13 +136,16 @@ def _meta(
 ) -> dict:
     from gradiend import __version__
 
-    params = {"feature": feature.to_dict(), "config": config.to_dict(), "source": source}
+    # the fingerprint covers what decides the output: the documents' content (not where they were read from),
+    # the feature and the configuration
+    params = {"feature": feature.to_dict(), "config": config.to_dict()}
     found_per_class = Counter(feature.classes[o.match.class_index].id for o in found.occurrences)
     return {
         "format_version": FORMAT_VERSION,
         "gradiend_version": __version__,
         "fingerprint": fingerprint(docs, params),
         **params,
+        "source": source,
         "splits": list(SPLITS),
         "counts": counts_dict(count_table(pairs, neutral, feature.class_ids)),
         "corpus": {
