@@ -29,6 +29,12 @@ def test_splitter_breaks_on_lines_questions_and_quotes():
     ]
 
 
+def test_splitter_needs_a_capital_or_digit_after_the_boundary():
+    assert split_sentences("Er kam. Über Nacht blieb er. 3 Hunde. he said so.") == [
+        "Er kam.", "Über Nacht blieb er.", "3 Hunde. he said so."
+    ]
+
+
 def test_windows_and_length_filters_and_dedup():
     assert windows(["a", "b", "c"], 2) == ["a b", "c"]
     docs = [Document("d1", "One two three. Short. Four five six."), Document("d2", "one, two three!")]

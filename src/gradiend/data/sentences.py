@@ -22,7 +22,7 @@ co. corp. dept. gen. gov. sen. rep. rev. capt. col. lt. sgt. mt. ft. jan. feb. m
 sep. sept. oct. nov. dec. u.s. u.k. u.n. e.u. a.m. p.m. b.c. a.d. ph.d. op. pp. p. ed. eds. est."""
 ABBREVIATIONS = frozenset(_ABBREVIATIONS_TEXT.split())
 # candidate boundary: terminal punctuation, optional closing quotes/brackets, whitespace, then a plausible start
-_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+_BOUNDARY = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?(\w))")
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)+")
 _NORMALIZE = re.compile(r"[\W_]+")
 
@@ -42,7 +42,8 @@ def split_sentences(text: str) -> list[str]:
     for line in text.splitlines():
         start = 0
         for m in _BOUNDARY.finditer(line):
-            if _is_abbreviation(line, m.start()):
+            nxt = m.group(1)
+            if not (nxt.isupper() or nxt.isdigit()) or _is_abbreviation(line, m.start()):
                 continue
             out.append(line[start : m.start() + len(m.group(0).rstrip())].strip())
             start = m.end()
