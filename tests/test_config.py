@@ -201,3 +201,12 @@ def test_eval_section_is_the_evaluation_stage_config() -> None:
     assert config.eval == EvalConfig(alphas=(0.5, 1.0, 2.0), policy="metric_x_lms")
     with pytest.raises(GradiendError, match=r"^\[eval\] lms_ratio must be in \(0, 1\], got 1.5$"):
         loads_config(MINIMAL + "[eval]\nlms_ratio = 1.5\n")
+
+
+def test_train_section_is_the_training_stage_config() -> None:
+    from gradiend.train import TrainConfig
+
+    config = loads_config(MINIMAL)
+    assert config.train == TrainConfig(lr=1e-4, seeds=(0, 1))
+    with pytest.raises(GradiendError, match=r"^\[train\]: seeds must be a non-empty tuple of distinct ints"):
+        loads_config(_with(replace=("seeds = [0, 1]", "seeds = [1, 1]")))

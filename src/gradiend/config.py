@@ -6,7 +6,7 @@ A run is described by one TOML file::
     [model]
     spec = "offline:smollm2-135m"
     [data]
-    texts = "offline:wiki-sample"
+    texts = "offline:wiki-en"
     [data.classes]
     3SG = ["he", "she", "it"]
     3PL = ["they"]
@@ -16,10 +16,11 @@ A run is described by one TOML file::
 ``load_config(path)`` validates it (unknown keys with a "did you mean", wrong types, missing required keys) and
 fills in the defaults; :meth:`ExperimentConfig.to_toml` writes the fully resolved file back, so the
 ``config.toml`` of a run reproduces it. Each section is built from its dataclass type through
-``dataclasses.fields`` and the type hints, so a stage's own config class (``gradiend.train.TrainConfig``, ...)
-can replace a section class here without touching the TOML code: change the field's type on
-:class:`ExperimentConfig`. ``[data.options]`` is ``gradiend.data.DataConfig`` and ``[eval]`` is
-``gradiend.evaluate.decoder.EvalConfig``; ``[gradients]`` and ``[train]`` are still defined here.
+``dataclasses.fields`` and the type hints, so each stage owns its config class and this module only nests
+them: ``[data.options]`` is ``gradiend.data.DataConfig``, ``[train]`` is ``gradiend.train.TrainConfig``,
+``[eval]`` is ``gradiend.evaluate.decoder.EvalConfig``. ``[model]``, ``[data]`` (source and classes),
+``[gradients]`` (a placeholder until the gradient stage has its own config) and ``[rewrite]`` are defined here;
+swapping in another class is a change of the field's type on :class:`ExperimentConfig`.
 
 :func:`stage_fingerprint` hashes the sections a stage depends on, so the pipeline can skip a stage whose
 artifacts were made with the same fingerprint.
@@ -44,6 +45,7 @@ from gradiend.constants import FORMAT_VERSION
 from gradiend.data.config import DataConfig
 from gradiend.errors import GradiendError
 from gradiend.evaluate.decoder import EvalConfig
+from gradiend.train import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,24 +97,6 @@ class GradientSection:
 
 
 @dataclass(frozen=True)
-class TrainSection:
-    """GRADIEND training; mirrors ``gradiend.train.TrainConfig`` until that is swapped in (the field type on ExperimentConfig)."""
-
-    source: Literal["factual", "alternative", "diff"] = "alternative"
-    target: Literal["factual", "alternative", "diff"] = "diff"
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    latent_dim: int = 1
-    steps: int | None = None  # optimizer steps; None = `epochs` passes over the gradients
-    epochs: int = 1
-    eval_every: int = 20
-    seeds: tuple[int, ...] = (0,)
-    min_correlation: float = 0.5
-    min_class_mean: float = 0.5
-    post_prune_topk: int | float | None = None  # keep the top dims by decoder weight (count or fraction)
-
-
-@dataclass(frozen=True)
 class RewriteConfig:
     """Which rewritten models to save, and how their (h, α) is chosen."""
 
@@ -148,7 +132,7 @@ class ExperimentConfig:
     model: ModelConfig
     data: DataSection
     gradients: GradientSection = field(default_factory=GradientSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     name: str = "run"
