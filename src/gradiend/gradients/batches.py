@@ -1,0 +1,177 @@
+"""Gradient batches for training and gradient matrices for in-training evaluation, from the pairs table.
+
+A training batch holds rows of ONE transition (factual class → alternative class); its gradients are those
+of the mean loss over the rows. The schedule is a pure, seeded function of the row groups, so a run is
+reproducible and the schedule is testable without a language model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from gradiend.errors import GradiendError
+from gradiend.gradients.compute import GradientComputer, check_kind
+from gradiend.gradients.types import GradientBatch, GradientKind
+
+log = logging.getLogger(__name__)
+
+#: above this size a validation gradient matrix is refused (pre-prune or lower max_rows instead)
+VALIDATION_MAX_BYTES = 4 * 1024**3
+
+
+def transition_name(factual_class: str, alternative_class: str) -> str:
+    """How a transition is named in batches and logs: ``"3SG->3PL"``."""
+    return f"{factual_class}->{alternative_class}"
+
+
+def source_label(source: GradientKind, factual_class: str, alternative_class: str, positive: str) -> float:
+    """+1 when the source token is of the positive class, else −1 (diff follows the factual token)."""
+    token_class = alternative_class if source == "alternative" else factual_class
+    return 1.0 if token_class == positive else -1.0
+
+
+def needed_kinds(source: str, target: str) -> tuple[str, ...]:
+    """Which of factual/alternative the configured source and target need (diff needs both)."""
+    kinds = {check_kind(source), check_kind(target)}
+    if "diff" in kinds:
+        return ("factual", "alternative")
+    return tuple(k for k in ("factual", "alternative") if k in kinds)
+
+
+def transition_rows(pairs: Any, classes: Sequence[str], split: str) -> dict[tuple[str, str], Any]:
+    """Rows of ``split`` per transition (pos→neg, neg→pos); both must be present."""
+    pos, neg = _check_classes(classes)
+    for col in ("split", "factual_class", "alternative_class"):
+        if col not in pairs.columns:
+            raise GradiendError(f"pairs table lacks column {col!r}")
+    rows = pairs[pairs["split"] == split]
+    groups = {
+        (a, b): rows[(rows["factual_class"] == a) & (rows["alternative_class"] == b)].reset_index(drop=True)
+        for a, b in ((pos, neg), (neg, pos))
+    }
+    empty = [transition_name(*t) for t, g in groups.items() if len(g) == 0]
+    if empty:
+        counts = rows.groupby(["factual_class", "alternative_class"]).size().to_dict()
+        raise GradiendError(f"no {split!r} rows for transition(s) {empty}; rows per transition: {counts}")
+    return groups
+
+
+def batch_schedule(
+    sizes: Sequence[int], batch_rows: int, seed: int = 0, steps: int | None = None, epochs: int | None = None
+) -> Iterator[tuple[int, list[int]]]:
+    """(group, row positions) batches: each epoch shuffles every group and alternates groups batch by batch.
+
+    The group that starts an epoch is drawn from the seeded generator; when a group runs out, the others
+    continue. Every row is used once per epoch (the last batch of a group may be smaller). Stops after
+    ``steps`` batches or ``epochs`` epochs, whichever comes first; neither given means one epoch.
+    """
+    if batch_rows < 1:
+        raise GradiendError(f"batch_rows must be ≥ 1, got {batch_rows}")
+    if steps is None and epochs is None:
+        epochs = 1
+    rng = random.Random(seed)
+    done, epoch = 0, 0
+    while (epochs is None or epoch < epochs) and (steps is None or done < steps):
+        for item in _epoch(sizes, batch_rows, rng):
+            if steps is not None and done >= steps:
+                return
+            yield item
+            done += 1
+        epoch += 1
+
+
+def _epoch(sizes: Sequence[int], batch_rows: int, rng: random.Random) -> list[tuple[int, list[int]]]:
+    queues = []
+    for n in sizes:
+        order = list(range(n))
+        rng.shuffle(order)
+        queues.append([order[i : i + batch_rows] for i in range(0, n, batch_rows)])
+    start = rng.randrange(len(sizes))
+    out = []
+    while any(queues):
+        for g in [*range(start, len(sizes)), *range(start)]:
+            if queues[g]:
+                out.append((g, queues[g].pop(0)))
+    return out
+
+
+def iter_training_batches(
+    computer: GradientComputer,
+    pairs: Any,
+    *,
+    classes: Sequence[str],
+    batch_rows: int = 32,
+    source: str = "alternative",
+    target: str = "diff",
+    seed: int = 0,
+    steps: int | None = None,
+    epochs: int | None = None,
+) -> Iterator[GradientBatch]:
+    """Gradient batches over the ``train`` rows of the two transitions of ``classes`` = (positive, negative).
+
+    Each batch carries only the gradients that ``source``/``target`` need; its label follows the source token.
+    """
+    groups = transition_rows(pairs, classes, "train")
+    keys = list(groups)
+    want = needed_kinds(source, target)
+    src = check_kind(source)
+    for g, positions in batch_schedule([len(groups[k]) for k in keys], batch_rows, seed, steps, epochs):
+        factual_class, alternative_class = keys[g]
+        rows = groups[keys[g]].iloc[positions]
+        factual, alternative = computer.pair_gradients(rows, want=want)
+        label = source_label(src, factual_class, alternative_class, classes[0])
+        yield GradientBatch(factual, alternative, label, transition_name(*keys[g]), len(positions))
+
+
+def validation_gradients(
+    computer: GradientComputer,
+    pairs: Any,
+    *,
+    classes: Sequence[str],
+    split: str = "validation",
+    source: str = "alternative",
+    max_rows: int = 200,
+    seed: int = 0,
+    max_bytes: int = VALIDATION_MAX_BYTES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row ``source`` gradients of up to ``max_rows`` rows of ``split`` (half per transition) and labels.
+
+    Returns X [rows, input_dim] float32 and labels [rows] (+1/−1 per the source token). Refuses a matrix over
+    ``max_bytes``: pre-prune the selection or lower ``max_rows``.
+    """
+    src = check_kind(source)
+    groups = transition_rows(pairs, classes, split)
+    per = [max_rows // 2 + max_rows % 2, max_rows // 2]
+    chosen = [g.sample(frac=1.0, random_state=seed).head(n) for g, n in zip(groups.values(), per, strict=True)]
+    n_rows = sum(len(c) for c in chosen)
+    _check_memory(n_rows, computer.input_dim, max_bytes)
+    labels = [source_label(src, a, b, classes[0]) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
+    x = torch.empty(n_rows, computer.input_dim, dtype=torch.float32)
+    i = 0
+    for rows in chosen:
+        for grad in computer.row_gradients(rows, src):
+            x[i] = grad
+            i += 1
+    return x, torch.tensor(labels, dtype=torch.float32)
+
+
+def _check_memory(n_rows: int, input_dim: int, max_bytes: int) -> None:
+    need = n_rows * input_dim * 4
+    if need > max_bytes:
+        raise GradiendError(
+            f"validation gradients need {need / 1024**3:.1f} GiB ({n_rows} rows × {input_dim} dims); "
+            f"the limit is {max_bytes / 1024**3:.1f} GiB: pre-prune the selection or lower max_rows"
+        )
+    if need > max_bytes // 4:
+        log.warning("validation gradients take %.1f GiB (%d rows × %d dims)", need / 1024**3, n_rows, input_dim)
+
+
+def _check_classes(classes: Sequence[str]) -> tuple[str, str]:
+    if len(classes) != 2 or classes[0] == classes[1]:
+        raise GradiendError(f"classes must be two different class ids (positive, negative), got {list(classes)}")
+    return classes[0], classes[1]

@@ -1,0 +1,161 @@
+"""Gradients of the base model's LM loss over the selected parameters: the GRADIEND's input vectors.
+
+One forward pass per batch of rows serves both the factual and the alternative loss (see
+:mod:`gradiend.lm.objectives`); each gradient is one ``torch.autograd.grad`` over the selected parameters only,
+flattened into the selection's input space (kept positions only, float32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from gradiend.errors import GradiendError
+from gradiend.gradients.types import GradientKind
+from gradiend.lm.load import LoadedModel
+from gradiend.lm.objectives import Objective, PairRow, as_pair_rows, objective_for
+from gradiend.lm.params import ParamSelection, set_requires_grad
+
+KINDS: tuple[GradientKind, ...] = ("factual", "alternative", "diff")
+
+
+def check_kind(kind: str) -> GradientKind:
+    """``kind`` if it is one of factual / alternative / diff, else a GradiendError."""
+    if kind not in KINDS:
+        raise GradiendError(f"gradient kind must be one of {list(KINDS)}, got {kind!r}")
+    return kind  # type: ignore[return-value]
+
+
+class GradientComputer:
+    """Factual / alternative / diff gradients of ``lm`` over ``selection``, from shared forward passes.
+
+    The base model is kept in eval mode (dropout off, so gradients are deterministic) and only the selected
+    parameters carry ``requires_grad``, so autograd neither builds graph nor computes gradients for the rest.
+    """
+
+    def __init__(self, lm: LoadedModel, selection: ParamSelection, objective: Objective | None = None) -> None:
+        if not selection.specs or selection.input_dim == 0:
+            raise GradiendError("parameter selection is empty: select at least one base-model parameter")
+        self.lm = lm
+        self.selection = selection
+        self.objective = objective or objective_for(lm)
+        self.params = selection.parameters(lm.model)
+        lm.model.eval()
+        set_requires_grad(lm.model, selection)
+
+    @property
+    def input_dim(self) -> int:
+        """Length of every gradient vector (the selection's kept dimensions)."""
+        return self.selection.input_dim
+
+    # --- batch gradients -----------------------------------------------------------------------
+
+    def pair_gradients(
+        self, rows: Any, want: Collection[str] = ("factual", "alternative")
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gradients of the mean factual and the mean alternative loss over ``rows`` (one forward).
+
+        ``want`` names which of the two to compute; the other is returned as None.
+        """
+        pair_rows = self._rows(rows)
+        factual, alternative = self._losses(pair_rows)
+        losses = {"factual": factual.mean(), "alternative": alternative.mean()}
+        wanted = [k for k in ("factual", "alternative") if k in want]
+        if not wanted:
+            raise GradiendError(f"want must name factual and/or alternative, got {list(want)}")
+        grads: dict[str, torch.Tensor] = {}
+        for i, kind in enumerate(wanted):
+            grads[kind] = self._grad(losses[kind], retain=i + 1 < len(wanted))
+            self._check(grads[kind], kind, pair_rows)
+        return grads.get("factual"), grads.get("alternative")
+
+    def mean_gradient(self, rows: Any, kind: str) -> torch.Tensor:
+        """Gradient of the mean ``kind`` loss over ``rows`` (diff: of mean factual − mean alternative)."""
+        kind = check_kind(kind)
+        pair_rows = self._rows(rows)
+        factual, alternative = self._losses(pair_rows)
+        grad = self._grad(_kind_loss(kind, factual, alternative).mean(), retain=False)
+        self._check(grad, kind, pair_rows)
+        return grad
+
+    # --- per-row gradients ---------------------------------------------------------------------
+
+    def row_gradients(self, rows: Any, kind: str, chunk: int = 1) -> Iterator[torch.Tensor]:
+        """One gradient per row, in row order.
+
+        ``chunk`` rows share a forward pass and each row's loss is backpropagated separately (retain_graph).
+        diff rows take a single backward of ``L_factual − L_alternative``.
+        """
+        kind = check_kind(kind)
+        if chunk < 1:
+            raise GradiendError(f"chunk must be ≥ 1, got {chunk}")
+        pair_rows = self._rows(rows)
+        for start in range(0, len(pair_rows), chunk):
+            part = pair_rows[start : start + chunk]
+            per_row = _kind_loss(kind, *self._losses(part, first_index=start))
+            for i in range(len(part)):
+                grad = self._grad(per_row[i], retain=i + 1 < len(part))
+                self._check(grad, kind, part[i : i + 1], first_index=start + i)
+                yield grad
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _rows(self, rows: Any) -> list[PairRow]:
+        pair_rows = as_pair_rows(rows)
+        if not pair_rows:
+            raise GradiendError("no rows to compute gradients for")
+        model = self.lm.model
+        if model.training:
+            raise GradiendError("the base model is in training mode (dropout on); call model.eval() first")
+        set_requires_grad(model, self.selection)  # another computer may have changed the flags
+        return pair_rows
+
+    def _losses(self, rows: Sequence[PairRow], first_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        factual, alternative = self.objective.row_losses(self.lm.model, rows)
+        for kind, values in (("factual", factual), ("alternative", alternative)):
+            bad = (~torch.isfinite(values)).nonzero()
+            if bad.numel():
+                i = int(bad[0, 0])
+                raise GradiendError(
+                    f"non-finite {kind} loss for row {first_index + i} ({rows[i].masked!r}): the base model "
+                    "produces NaN/inf (broken or overflowing weights?)"
+                )
+        return factual, alternative
+
+    def _grad(self, loss: torch.Tensor, retain: bool) -> torch.Tensor:
+        grads = torch.autograd.grad(loss, self.params, retain_graph=retain, allow_unused=True, materialize_grads=True)
+        return self.selection.flatten(grads).float()
+
+    def _check(self, grad: torch.Tensor, kind: str, rows: Sequence[PairRow], first_index: int = 0) -> None:
+        if not bool(torch.isfinite(grad).all()):
+            culprit = first_index + self._first_nonfinite_row(rows, kind) if len(rows) > 1 else first_index
+            raise GradiendError(
+                f"non-finite {kind} gradient for row {culprit} ({rows[culprit - first_index].masked!r}); "
+                "the base model overflows on it: drop the row or use float32 weights"
+            )
+        if not bool(grad.any()):
+            row = rows[0]
+            raise GradiendError(
+                f"the {kind} gradient over {len(rows)} row(s) (first: row {first_index}, {row.masked!r}, "
+                f"{row.factual!r} → {row.alternative!r}) is all zero: the selected parameters carry no signal for "
+                "these targets; check the parameter selection and that factual and alternative words differ"
+            )
+
+    def _first_nonfinite_row(self, rows: Sequence[PairRow], kind: str) -> int:
+        """Error path only: recompute row by row to name the row whose gradient is NaN/inf."""
+        for i, row in enumerate(rows):
+            factual, alternative = self._losses([row])
+            if not bool(torch.isfinite(self._grad(_kind_loss(kind, factual, alternative)[0], retain=False)).all()):
+                return i
+        return 0
+
+
+def _kind_loss(kind: str, factual: torch.Tensor, alternative: torch.Tensor) -> torch.Tensor:
+    """Per-row loss whose gradient is the requested kind (diff = factual − alternative, by linearity)."""
+    if kind == "factual":
+        return factual
+    if kind == "alternative":
+        return alternative
+    return factual - alternative

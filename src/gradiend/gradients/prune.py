@@ -1,0 +1,92 @@
+"""Pre-pruning: keep the top-k input dimensions by |mean source gradient| before the GRADIEND is allocated.
+
+The mean of per-row gradients equals the gradient of the mean loss over those rows, so the importance of a
+stratified sample is computed with batched forward/backward passes (``chunk_rows`` rows each) instead of one
+backward per row. The result is ``selection.restrict(keep)``: later memory scales with k, and every kept
+dimension keeps its global index in the base model's parameter space.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+
+from gradiend.errors import GradiendError
+from gradiend.gradients.batches import transition_name, transition_rows
+from gradiend.gradients.compute import GradientComputer, check_kind
+from gradiend.lm.params import ParamSelection
+
+log = logging.getLogger(__name__)
+
+
+def topk_count(topk: float | int, n: int) -> int:
+    """Number of dimensions to keep: a float in (0, 1] is a fraction of ``n``, an int a count in [1, n]."""
+    if isinstance(topk, bool) or not isinstance(topk, (int, float)):
+        raise GradiendError(f"topk must be a fraction in (0, 1] or a count ≥ 1, got {topk!r}")
+    if isinstance(topk, float):
+        if not 0.0 < topk <= 1.0:
+            raise GradiendError(f"a fractional topk must be in (0, 1], got {topk}")
+        return max(1, round(topk * n))
+    if not 1 <= topk <= n:
+        raise GradiendError(f"topk count must be between 1 and the {n} selected dimensions, got {topk}")
+    return topk
+
+
+def top_k_indices(importance: torch.Tensor, k: int) -> torch.Tensor:
+    """Sorted positions of the k largest values; ties at the threshold go to the lowest positions."""
+    threshold = torch.topk(importance, k, sorted=False).values.min()
+    above = (importance > threshold).nonzero().squeeze(1)
+    ties = (importance == threshold).nonzero().squeeze(1)[: k - above.numel()]
+    return torch.cat([above, ties]).sort().values
+
+
+def stratified_sample(groups: dict[tuple[str, str], pd.DataFrame], n_samples: int, seed: int) -> pd.DataFrame:
+    """``n_samples`` rows split evenly over the transitions (remainder to the first), without replacement."""
+    if n_samples < 1:
+        raise GradiendError(f"n_samples must be ≥ 1, got {n_samples}")
+    rng = random.Random(seed)
+    per, extra = divmod(n_samples, len(groups))
+    parts = []
+    for i, (key, rows) in enumerate(groups.items()):
+        want = per + (1 if i < extra else 0)
+        if want > len(rows):
+            log.warning("pre-prune: %s has %d rows, fewer than the %d requested", transition_name(*key), len(rows), want)
+        positions = rng.sample(range(len(rows)), min(want, len(rows)))
+        parts.append(rows.iloc[positions])
+    return pd.concat(parts, ignore_index=True)
+
+
+def importance(computer: GradientComputer, rows: pd.DataFrame, source: str, chunk_rows: int = 16) -> torch.Tensor:
+    """|mean over ``rows`` of the per-row ``source`` gradient|, from batched passes of ``chunk_rows`` rows."""
+    total = torch.zeros(computer.input_dim, dtype=torch.float32)
+    for start in range(0, len(rows), chunk_rows):
+        part = rows.iloc[start : start + chunk_rows]
+        total += computer.mean_gradient(part, source).cpu() * len(part)
+    return (total / len(rows)).abs()
+
+
+def pre_prune(
+    computer: GradientComputer,
+    pairs: Any,
+    *,
+    classes: Sequence[str],
+    source: str = "alternative",
+    n_samples: int = 8,
+    topk: float | int = 0.1,
+    seed: int = 0,
+) -> ParamSelection:
+    """The computer's selection restricted to the top-k dimensions by |mean source gradient| on train rows."""
+    check_kind(source)
+    n = computer.input_dim
+    k = topk_count(topk, n)
+    if k == n:
+        return computer.selection
+    sample = stratified_sample(transition_rows(pairs, classes, "train"), n_samples, seed)
+    keep = top_k_indices(importance(computer, sample, source), k)
+    log.info("pre-prune kept %d of %d dimensions (%d sample rows, source %s)", k, n, len(sample), source)
+    return computer.selection.restrict(keep)
