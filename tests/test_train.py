@@ -16,6 +16,14 @@ from gradiend.model import GradiendMeta
 from gradiend.train import FitResult, TrainConfig, ValidationSet, fit
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_optimizer():
+    """torch imports its compiler stack (~1.5 s) on the first optimizer step; pay it once, outside the tests."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    p.grad = torch.zeros(1)
+    torch.optim.AdamW([p], fused=True).step()
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """The tensors here are tiny: intra-op threads only add contention on a shared CI machine."""

@@ -102,6 +102,7 @@ class Gradiend(torch.nn.Module):
     Initialisation (like the reference package): encoder weight and bias ~ U(±1/√n) (PyTorch's ``nn.Linear``
     default); decoder weight and bias ~ U(±max|w_e|), so the decoder starts on the encoder's scale. Draws use a
     CPU generator seeded with ``seed`` (global RNG when None), so a seed gives the same GRADIEND on any device.
+    ``init=False`` leaves the weights uninitialised (for loading or copying into them).
     """
 
     def __init__(

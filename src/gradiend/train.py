@@ -138,7 +138,8 @@ class FitResult:
 
     @property
     def converged(self) -> bool:
-        return any(r.converged and r.seed == self.best_seed for r in self.seeds)
+        """Whether the selected seed converged."""
+        return next(r for r in self.seeds if r.seed == self.best_seed).converged
 
 
 def fit(
@@ -322,6 +323,8 @@ def _evaluate(models: list[Gradiend], validation: ValidationSet) -> list[Scores]
 def _scores(enc: torch.Tensor, labels: torch.Tensor) -> list[Scores]:
     """Pearson correlation with the labels (0 when either is constant) and the ±1 class means, per column."""
     pos, neg = labels > 0, labels < 0
+    if not torch.isfinite(enc).all():
+        raise GradiendError("validation encodings are NaN/inf: check the validation gradients for NaN/inf")
     if not (pos.any() and neg.any()):
         raise GradiendError("the validation set needs rows of both classes (labels +1 and −1)")
     ec, yc = enc - enc.mean(0), labels - labels.mean()
@@ -372,7 +375,12 @@ def _finish(run: _Run, config: TrainConfig) -> FitResult:
 
 
 def _restore_and_orient(run: _Run, k: int, config: TrainConfig) -> SeedReport:
-    """Load seed k's best checkpoint; flip it (odd encoder activation) so the positive class encodes to +1."""
+    """Load seed k's best checkpoint; flip it (odd encoder activation) so the positive class encodes to +1.
+
+    The decision uses latent dimension 0 (the one evaluated); with d > 1 all dimensions flip together, which is
+    still an exact equivalence. A non-odd encoder cannot be flipped: its stored directions record the measured
+    orientation instead, so ``strengthen_h`` stays correct.
+    """
     step, scores, state = run.best[k]  # type: ignore[misc]
     model = run.models[k]
     model.load_state_dict(state)
