@@ -98,3 +98,11 @@ def test_bad_input_is_a_clear_error() -> None:
         plots.training_figure([{"step": 0, "seed": 0, "loss": 1.0}])
     with pytest.raises(GradiendError, match="no p_<class>_other column"):
         plots.decoder_figure(pd.DataFrame({"h": [1.0], "alpha": [1.0], "lms": [0.5]}))
+
+
+def test_training_log_with_missing_values_draws_gaps() -> None:
+    rows = training_rows()
+    rows[0] = {**rows[0], "loss": None, "correlation": None, "mean_pos": None, "mean_neg": None}
+    fig = plots.training_figure(rows, classes=("3SG", "3PL"))
+    loss_line = fig.axes[0].get_lines()[0]
+    assert np.isnan(loss_line.get_ydata()[0]) and fig.axes[0].get_yscale() == "log"

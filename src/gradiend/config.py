@@ -104,6 +104,7 @@ class RewriteConfig:
     weaken: tuple[str, ...] = ()
     policy: Literal["selected", "fixed"] = "selected"  # the decoder grid's selected cell, or `alpha` below
     alpha: float | None = None  # only for policy = "fixed"
+    force: bool = False  # save even a selection marked useful = false (it beat neither base nor LMS floor)
 
 
 # section name in the TOML file -> field name on ExperimentConfig; the classes come from the field types

@@ -67,6 +67,8 @@ def _new_figure(nrows: int, width: float, height: float, sharex: bool = True) ->
 def training_figure(log: pd.DataFrame | Sequence[Mapping[str, Any]], classes: Sequence[str] = ("A", "B")) -> Figure:
     """Loss, correlation and class means per evaluation step, one line per seed, best steps marked."""
     df = _frame(log, ("step", "seed", "loss", "correlation", "mean_pos", "mean_neg"), "training log")
+    values = ["loss", "correlation", "mean_pos", "mean_neg"]
+    df = df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in values})  # None -> NaN: a gap
     fig, (ax_loss, ax_corr, ax_mean) = _new_figure(3, 7.5, 7.5)
     multi = df["seed"].nunique() > 1
     for i, (seed, rows) in enumerate(df.sort_values("step").groupby("seed", sort=True)):
@@ -78,7 +80,8 @@ def training_figure(log: pd.DataFrame | Sequence[Mapping[str, Any]], classes: Se
         ax_mean.plot(rows["step"], rows["mean_pos"], style, color=CLASS_COLORS[0], label=f"{classes[0]}{suffix}")
         ax_mean.plot(rows["step"], rows["mean_neg"], style, color=CLASS_COLORS[1], label=f"{classes[1]}{suffix}")
         _mark_best(rows, color, (ax_loss, ax_corr, ax_mean), seed)
-    if (df["loss"] > 0).all():
+    losses = pd.to_numeric(df["loss"], errors="coerce").dropna()  # None before the first optimizer step
+    if len(losses) and (losses > 0).all():
         ax_loss.set_yscale("log")
     ax_loss.set_ylabel("training loss (MSE)")
     ax_corr.set_ylabel("correlation")

@@ -8,20 +8,22 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+import pandas as pd
+
 from gradiend.errors import GradiendError
 from gradiend.report import html as H
 from gradiend.report.figures import FigureResult
 from gradiend.report.run import Interval, Rewrite, RunData
 
 METRIC_LABELS = {
-    "pearson": "Pearson r", "spearman": "Spearman ρ", "accuracy_ternary": "accuracy (3-way, with neutral)",
+    "pearson": "Pearson r", "pearson_with_neutral": "Pearson r (with neutral rows, label 0)", "spearman": "Spearman ρ", "accuracy_ternary": "accuracy (3-way, with neutral)",
     "accuracy_binary": "accuracy (2-way)", "cohens_d": "Cohen's d", "auroc": "AUROC",
 }
 SPLIT_ORDER = ("train", "validation", "test", "total")
 
 
 def num(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "–" if value is None or value != value else f"{value:.{digits}f}"  # None and NaN: no value
 
 
 def interval(metric: Interval | None, digits: int = 3) -> str:
@@ -116,8 +118,10 @@ def training_details(run: RunData) -> str:
     rows = []
     for seed, group in df.groupby("seed", sort=True):
         best = group[group["best"].astype(bool)] if "best" in group else group.iloc[0:0]
-        pick = best.iloc[-1] if len(best) else group.loc[group["correlation"].idxmax()]
-        rows.append((seed, int(pick["step"]), num(float(pick["correlation"])), int(group["step"].max()), len(group)))
+        scored = group.dropna(subset=["correlation"])
+        pick = best.iloc[-1] if len(best) else scored.loc[scored["correlation"].idxmax()] if len(scored) else group.iloc[-1]
+        corr = pd.to_numeric(pd.Series([pick["correlation"]]), errors="coerce").iloc[0]
+        rows.append((seed, int(pick["step"]), num(float(corr)), int(group["step"].max()), len(group)))
     table = H.table(["seed", "best step", "correlation at best", "last step", "evaluations"], rows,
                     [True, True, True, True, True])
     return H.section("Training", table, "training")
