@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradiend.constants import FORMAT_VERSION, GRADIEND_CONFIG_FILE, WEIGHTS_FILE
 from gradiend.errors import GradiendError
@@ -202,3 +204,24 @@ def test_memory_estimate_formula():
     assert memory_estimate(n) == (3 * n + 1) * 4 * 4
     assert memory_estimate(n, optimizer=False) == (3 * n + 1) * 4
     assert memory_estimate(n, d=2, dtype=torch.bfloat16, optimizer=False) == (5 * n + 2) * 2
+
+
+def test_without_decoder_bias_and_linear_encoder(tmp_path):
+    g = Gradiend(6, activation_encoder="id", bias_decoder=False, seed=0)
+    x = torch.randn(6)
+    torch.testing.assert_close(g.encode(x), g.encoder_weight @ x + g.encoder_bias)  # "id" is the identity
+    assert g.importance("decoder-bias").tolist() == [0.0] * 6 and sum(p.numel() for p in g.parameters()) == 13
+    g.save_pretrained(tmp_path / "g")
+    loaded = Gradiend.from_pretrained(tmp_path / "g")
+    assert loaded.decoder_bias is None and torch.equal(loaded.decoder_weight, g.decoder_weight)
+
+
+@settings(max_examples=25, deadline=None)
+@given(keep=st.sets(st.integers(0, 31), min_size=1), seed=st.integers(0, 2**16), d=st.integers(1, 3))
+def test_prune_then_encode_equals_zeroing_property(keep, seed, d):
+    g = Gradiend(32, latent_dim=d, meta=_meta(), seed=seed)
+    idx = torch.tensor(sorted(keep))
+    x = torch.randn(3, 32, generator=torch.Generator().manual_seed(seed))
+    zeroed = torch.zeros_like(x)
+    zeroed[:, idx] = x[:, idx]
+    torch.testing.assert_close(g.prune(idx).encode(x[:, idx]), g.encode(zeroed))

@@ -150,6 +150,8 @@ def test_no_convergence_raises_when_asked():
         _fit(p, seeds=(0, 1), fail_on_no_convergence=True)
     result = _fit(p, seeds=(0, 1))
     assert not result.converged and not any(r.converged for r in result.seeds)
+    with pytest.raises(GradiendError, match="convergence needs a validation set"):
+        fit(p.batches, input_dim=256, config=TrainConfig(fail_on_no_convergence=True), progress=False)
 
 
 def test_nan_loss_is_an_error():

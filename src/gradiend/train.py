@@ -4,6 +4,7 @@
 MSE between dec(enc(source)) and target. Several seeds train side by side on the same stream: the gradients are
 the expensive part and do not depend on the GRADIEND's seed, so each batch is computed once and fed to K
 independent GRADIENDs (one optimizer over all of them; per-seed results are identical to single-seed runs).
+Seeds therefore differ only in the GRADIEND's initialisation, never in the data or its order.
 
 Every ``eval_every`` steps all seeds encode the validation gradients at once (one matrix product per chunk);
 the Pearson correlation of the encodings with the ±1 labels picks each seed's best checkpoint, which is kept
@@ -447,6 +448,8 @@ def _summary(run: _Run, config: TrainConfig, reports: list[SeedReport], chosen: 
 
 
 def _no_convergence_message(reports: list[SeedReport], config: TrainConfig) -> str:
+    if all(r.correlation is None for r in reports):
+        return "no seed converged: convergence needs a validation set (fit(..., validation=...))"
     rows = "; ".join(
         f"seed {r.seed}: best step {r.best_step}, corr {r.correlation}, means {r.mean_pos}/{r.mean_neg}"
         for r in reports
