@@ -8,15 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gradiend import constants as C
 from gradiend import plots
 from gradiend.errors import GradiendError
 from test_report_synthetic import (
-    CLASSES,
     SELECTED,
     decoder_grid,
     decoder_json,
     encoder_json,
     encodings,
+    reported_run,
     training_rows,
 )
 
@@ -34,15 +35,12 @@ def _artist(ax, gid: str):
     return found[0]
 
 
-def test_all_plots_write_non_empty_pngs(tmp_path: Path) -> None:
-    paths = [
-        plots.plot_training(training_rows(), tmp_path / "training.png", classes=tuple(CLASSES)),
-        plots.plot_encoder_distributions(encodings(), tmp_path / "enc.png", classes=tuple(CLASSES)),
-        plots.plot_target_means(encoder_json()["per_target"], tmp_path / "targets.png", classes=CLASSES),
-        plots.plot_decoder_grid(decoder_grid(), tmp_path / "grid.png", decoder_json()),
-    ]
-    for path in paths:
-        _assert_png(path)
+def test_all_plots_write_non_empty_pngs() -> None:
+    """The four figures of the shared synthetic run (drawn once through plot_* by the report)."""
+    plots_dir = reported_run() / C.PLOTS_DIR
+    names = [plots.TRAINING_PLOT, plots.ENCODER_PLOT, plots.TARGETS_PLOT, plots.DECODER_PLOT]
+    for name in names:
+        _assert_png(plots_dir / name)
 
 
 def test_other_formats_are_written_beside_the_png(tmp_path: Path) -> None:
