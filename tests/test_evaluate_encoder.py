@@ -156,6 +156,7 @@ def _hand_encoding(lm, gradiend, row: pd.DataFrame, kind: str) -> float:
 def test_evaluate_encoder_on_a_tiny_model(make_tiny, tmp_path, kind, source):
     import torch
 
+    from gradiend.evaluate.config import EvalConfig
     from gradiend.evaluate.encoder import evaluate_encoder
     from gradiend.lm.params import select_parameters
     from gradiend.model import Gradiend, GradiendMeta, canonical_directions
@@ -166,7 +167,7 @@ def test_evaluate_encoder_on_a_tiny_model(make_tiny, tmp_path, kind, source):
                         classes=CLASSES, directions=canonical_directions(CLASSES))
     gradiend = Gradiend(sel.input_dim, meta=meta, seed=1)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    result = evaluate_encoder(lm, gradiend, PAIRS, NEUTRAL, n_boot=50, seed=0)
+    result = evaluate_encoder(lm, gradiend, PAIRS, NEUTRAL, EvalConfig(bootstrap=50))
     for k, v in lm.model.state_dict().items():
         assert torch.equal(v, before[k]), k
 

@@ -32,6 +32,7 @@ import torch
 from gradiend.constants import ENCODER_METRICS_FILE, ENCODINGS_FILE, MASK
 from gradiend.errors import GradiendError
 from gradiend.evaluate import stats
+from gradiend.evaluate.config import EvalConfig
 from gradiend.io import write_json, write_with
 from gradiend.lm.load import LoadedModel
 
@@ -305,15 +306,17 @@ def evaluate_encoder(
     gradiend: Any,
     pairs: pd.DataFrame,
     neutral_texts: Sequence[str] = (),
-    *,
-    split: str = "test",
-    max_rows: int | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
+    config: EvalConfig | None = None,
 ) -> EncoderResult:
-    """Encode the split (pairs + neutral variants) and compute :func:`encoder_metrics` on it."""
-    table = encodings_table(lm, gradiend, pairs, neutral_texts, split=split, max_rows=max_rows, seed=seed)
-    return EncoderResult(table, encoder_metrics(table, _classes(gradiend), n_boot=n_boot, seed=seed))
+    """Encode ``config.split`` (pairs + neutral variants) and compute :func:`encoder_metrics` on it.
+
+    Uses ``config.max_rows`` (per class and per neutral variant), ``config.bootstrap`` and ``config.seed``.
+    """
+    config = config or EvalConfig()
+    table = encodings_table(lm, gradiend, pairs, neutral_texts, split=config.split, max_rows=config.max_rows,
+                            seed=config.seed)
+    metrics = encoder_metrics(table, _classes(gradiend), n_boot=config.bootstrap, seed=config.seed)
+    return EncoderResult(table, metrics)
 
 
 def write_encoder_results(result: EncoderResult, metrics_dir: str | Path) -> tuple[Path, Path]:

@@ -23,6 +23,7 @@ objective (:func:`gradiend.lm.objectives.objective_for`).
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -189,8 +190,10 @@ def causal_token_nll(
     """
     device = next(model.parameters()).device
     ids, attention_mask = ids.to(device), attention_mask.to(device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    kwargs = {"input_ids": ids, "attention_mask": attention_mask}
+    if _accepts(model, "position_ids"):
+        kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(**kwargs).logits
     valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).bool()
     if scorable is not None:
         valid &= scorable.to(device)[:, 1:]
@@ -200,6 +203,12 @@ def causal_token_nll(
         return 0.0, 0
     nll = torch.nn.functional.cross_entropy(pred, target, reduction="sum")
     return float(nll), int(target.numel())
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether ``model.forward`` takes keyword ``name`` (position ids make left padding exact)."""
+    params = inspect.signature(model.forward).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _causal_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int) -> LMSResult:
