@@ -210,3 +210,18 @@ def test_train_section_is_the_training_stage_config() -> None:
     assert config.train == TrainConfig(lr=1e-4, seeds=(0, 1))
     with pytest.raises(GradiendError, match=r"^\[train\]: seeds must be a non-empty tuple of distinct ints"):
         loads_config(_with(replace=("seeds = [0, 1]", "seeds = [1, 1]")))
+
+
+def test_overrides_are_toml_literals_and_validated(config_file: Path) -> None:
+    from gradiend.config import apply_overrides
+
+    base = load_config(config_file)
+    config = apply_overrides(base, ["train.lr=3e-4", "train.seeds=[4, 5]", "data.options.seed=3", "name=other",
+                                    "model.spec=offline:splade-tiny"])
+    assert (config.train.lr, config.train.seeds, config.data.options.seed) == (3e-4, (4, 5), 3)
+    assert (config.name, config.model.spec) == ("other", "offline:splade-tiny")
+    assert base.train.lr == 1e-4  # frozen: the original is unchanged
+    with pytest.raises(GradiendError, match=r"unknown key 'lrr' in \[train\]; did you mean 'lr'\?"):
+        apply_overrides(base, ["train.lrr=1"])
+    with pytest.raises(GradiendError, match="not of the form section.key=value"):
+        apply_overrides(base, ["train.lr"])

@@ -124,3 +124,16 @@ def test_study_report_links_runs_and_shows_their_numbers(tmp_path: Path, full_ru
     assert '<a href="../a/synthetic/report.html">' in html and '<a href="../b/synthetic/report.html">' in html
     with pytest.raises(GradiendError, match="does not exist"):
         write_study_report([tmp_path / "nope"], tmp_path / "s.html")
+
+
+def test_write_figures_draws_what_the_metrics_allow(tmp_path: Path) -> None:
+    from gradiend.report import write_figures
+
+    run = make_run(tmp_path, full=False)
+    assert [p.name for p in write_figures(run)] == ["training.png"]
+    before = (run / C.PLOTS_DIR / "training.png").stat().st_mtime_ns
+    write_figures(run)  # kept
+    assert (run / C.PLOTS_DIR / "training.png").stat().st_mtime_ns == before
+    (run / C.METRICS_DIR / C.ENCODER_METRICS_FILE).write_text("[]")
+    with pytest.raises(GradiendError, match="encoder.json: unreadable"):
+        write_figures(run, refresh=True)

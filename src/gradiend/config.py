@@ -36,7 +36,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -197,6 +197,34 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     config = _build(ExperimentConfig, raw, where="")
     _check_cross_sections(config)
     return config
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """A copy of ``config`` with ``section.key=value`` assignments applied (values as TOML literals).
+
+    ``train.lr=1e-4``, ``train.seeds=[0, 1]``, ``data.options.seed=3``, ``name=other``; a value that is not a
+    TOML literal is taken as a string. The result is validated like a loaded file.
+    """
+    raw = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise GradiendError(f"override {item!r} is not of the form section.key=value")
+        *path, last = [part.strip() for part in key.split(".")]
+        table = raw
+        for part in path:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise GradiendError(f"override {item!r}: {part!r} is not a section")
+        table[last] = _toml_value(text.strip())
+    return config_from_dict(raw)
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def stage_fingerprint(config: ExperimentConfig, stage: str) -> str:

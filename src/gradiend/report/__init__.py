@@ -19,10 +19,29 @@ from gradiend.errors import GradiendError
 from gradiend.io import atomic_path
 from gradiend.report import html as H
 from gradiend.report import page
-from gradiend.report.figures import collect_figures
+from gradiend.report.figures import FIGURES, collect_figures
 from gradiend.report.run import Interval, Rewrite, RunData, read_run
 
-__all__ = ["Interval", "Rewrite", "RunData", "read_run", "render_report", "write_report", "write_study_report"]
+__all__ = [
+    "Interval", "Rewrite", "RunData", "read_run", "render_report", "write_figures", "write_report", "write_study_report",
+]
+
+
+def write_figures(run_dir: str | Path, refresh: bool = False) -> list[Path]:
+    """Draw every figure whose metric files exist into ``<run_dir>/plots/``; return the PNG paths.
+
+    Existing PNGs are kept unless ``refresh`` (then they are redrawn from the current metric files).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GradiendError(f"run directory {str(run_dir)!r} does not exist")
+    run = read_run(run_dir)
+    if run.problems:
+        raise GradiendError("cannot draw the figures: " + "; ".join(run.problems))
+    if refresh:
+        for spec in FIGURES:
+            (run_dir / C.PLOTS_DIR / spec.file).unlink(missing_ok=True)
+    return [fig.path for fig in collect_figures(run) if fig.path is not None]
 
 
 def render_report(run_dir: str | Path, make_plots: bool = True) -> str:
