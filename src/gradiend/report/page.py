@@ -106,8 +106,9 @@ def figures(results: list[FigureResult]) -> str:
         if fig.path is not None:
             parts.append(H.figure(fig.path, fig.caption))
         else:
-            parts.append(f"<p>{H.esc(fig.caption)}<br>{H.not_run(fig.note.removesuffix(': not run'))}</p>"
-                         if fig.note.endswith(": not run") else f"<p>{H.esc(fig.caption)} ({H.esc(fig.note)})</p>")
+            missing = (H.not_run(fig.note.removesuffix(": not run")) if fig.note.endswith(": not run")
+                       else f"<p>{H.esc(fig.note)}</p>")
+            parts.append(f"<p>{H.esc(fig.caption)}</p>\n{missing}")
     return H.section("Figures", "\n".join(parts), "figures")
 
 
