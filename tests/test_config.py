@@ -188,9 +188,19 @@ def test_fingerprints_follow_stage_dependencies(config_file: Path) -> None:
         stage_fingerprint(base, "plot")
 
 
+def test_none_is_written_as_the_word_none_where_it_is_not_the_default(config_file: Path) -> None:
+    config = loads_config(MINIMAL + '[data.options]\nneutral_size = "none"\n')
+    assert config.data.options.neutral_size is None  # DataConfig: None = all neutral sentences
+    text = config.to_toml()
+    assert 'neutral_size = "none"' in text and loads_config(text) == config
+    assert stage_fingerprint(config, "data") != stage_fingerprint(load_config(config_file), "data")
+    with pytest.raises(GradiendError, match="data.options.neutral_size must be an integer, got string 'all'"):
+        loads_config(MINIMAL + '[data.options]\nneutral_size = "all"\n')
+
+
 def test_none_that_toml_cannot_express_is_refused(config_file: Path) -> None:
     config = _changed(load_config(config_file), "data", hf_split=None)
-    with pytest.raises(GradiendError, match="data.hf_split is None but its default is not"):
+    with pytest.raises(GradiendError, match="data.hf_split is None but its default is not; TOML cannot express"):
         config.to_toml()
 
 

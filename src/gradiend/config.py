@@ -56,6 +56,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 # out of the fingerprint so that moving a run to another machine does not recompute it
 NO_FINGERPRINT = {"fingerprint": False}
 
+# TOML has no null: `key = "none"` sets an optional non-text field to None (e.g. neutral_size = "none": all)
+NONE_WORD = "none"
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -313,9 +316,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def _coerce_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
-    if value is None and type(None) in args:
-        return None
     options = [a for a in args if a is not type(None)]
+    if type(None) in args and (value is None or _is_none_word(value) and not _accepts_str(options)):
+        return None
     errors = []
     for option in options:
         try:
@@ -326,6 +329,15 @@ def _coerce_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
         raise errors[0]
     names = " or ".join(_type_name(a) for a in options)
     raise GradiendError(f"{where} must be {names}, got {_describe(value)}")
+
+
+def _is_none_word(value: Any) -> bool:
+    return isinstance(value, str) and value.lower() == NONE_WORD
+
+
+def _accepts_str(options: list[Any]) -> bool:
+    """Whether a string is a legal value of one of ``options`` (then "none" stays a string)."""
+    return any(o is str or typing.get_origin(o) is Literal and NONE_WORD in typing.get_args(o) for o in options)
 
 
 def _coerce_sequence(value: Any, origin: type, args: tuple[Any, ...], where: str) -> Any:
@@ -424,6 +436,8 @@ def _to_plain(obj: Any, for_fingerprint: bool = False) -> Any:
             value = getattr(obj, f.name)
             if value is not None:
                 out[f.name] = _to_plain(value, for_fingerprint)
+            elif f.default is not None and not for_fingerprint:  # TOML has no null
+                out[f.name] = NONE_WORD
         if not for_fingerprint:  # TOML writes scalars before tables; keep sections last and in order
             out = dict(sorted(out.items(), key=lambda kv: isinstance(kv[1], dict)))
         return out
@@ -439,14 +453,21 @@ def _to_plain(obj: Any, for_fingerprint: bool = False) -> Any:
 
 
 def _check_writable(obj: Any, where: str = "") -> None:
-    """TOML has no null: a None is written by leaving the key out, which only round-trips if None is the default."""
+    """TOML has no null: None is left out where it is the default, else written as "none", which reads back
+    as None only where the field takes no strings (for ``str | None`` it would read back as the string)."""
+    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         key = f"{where}.{f.name}" if where else f.name
         if dataclasses.is_dataclass(value):
             _check_writable(value, key)
-        elif value is None and f.default is not None:
-            raise GradiendError(f"{key} is None but its default is not; TOML cannot express that")
+        elif value is None and f.default is not None and not _none_word_reads_back(hints[f.name]):
+            raise GradiendError(f"{key} is None but its default is not; TOML cannot express that for this field")
+
+
+def _none_word_reads_back(hint: Any) -> bool:
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return type(None) in args and not _accepts_str([a for a in args if a is not type(None)])
 
 
 def _inline_short_arrays(text: str, width: int = 120) -> str:
