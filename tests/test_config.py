@@ -23,7 +23,7 @@ name = "pronouns"
 [model]
 spec = "offline:smollm2-135m"
 [data]
-texts = "offline:wiki"
+texts = "offline:wiki-en"
 [data.classes]
 3SG = ["he", "she", "it"]
 3PL = ["they"]
@@ -111,7 +111,7 @@ def test_ints_are_accepted_where_numbers_are_expected() -> None:
     ("old", "message"),
     [
         ('spec = "offline:smollm2-135m"', r"missing required key 'spec' in \[model\]; e.g. spec = "),
-        ('texts = "offline:wiki"', r"missing required key 'texts' in \[data\]"),
+        ('texts = "offline:wiki-en"', r"missing required key 'texts' in \[data\]"),
         ('[data.classes]\n3SG = ["he", "she", "it"]\n3PL = ["they"]', r"missing required key 'classes' in \[data\]"),
     ],
 )

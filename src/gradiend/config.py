@@ -124,7 +124,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 # what a user most likely forgot, per required key
 _EXAMPLES = {
     "model.spec": 'spec = "offline:smollm2-135m"',
-    "data.texts": 'texts = "offline:<text asset>" (or a file path, or a list of texts)',
+    "data.texts": 'texts = "offline:wiki-en" (or a file path, a Hugging Face dataset id, a list of texts)',
     "data.classes": '[data.classes] with two classes, e.g. 3SG = ["he", "she"] and 3PL = ["they"]',
 }
 
