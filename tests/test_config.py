@@ -235,3 +235,11 @@ def test_overrides_are_toml_literals_and_validated(config_file: Path) -> None:
         apply_overrides(base, ["train.lrr=1"])
     with pytest.raises(GradiendError, match="not of the form section.key=value"):
         apply_overrides(base, ["train.lr"])
+
+
+def test_the_module_docstring_example_loads() -> None:
+    import gradiend.config as module
+
+    example = module.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    config = loads_config("\n".join(line.removeprefix("    ") for line in example.splitlines()))
+    assert config.model.spec == "offline:smollm2-135m" and config.class_ids == ("3SG", "3PL")
