@@ -1,0 +1,108 @@
+"""The training stage as one call: parameter selection → (pre-prune) → gradient stream → ``fit``.
+
+This is the only place where the language-model side (``gradiend.gradients``) meets the training loop
+(``gradiend.train``), which itself knows nothing about language models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradiend.data import FeatureData
+from gradiend.errors import GradiendError
+from gradiend.gradients.batches import iter_training_batches, validation_gradients
+from gradiend.gradients.compute import GradientComputer
+from gradiend.gradients.prune import pre_prune
+from gradiend.lm.load import LoadedModel
+from gradiend.lm.params import ParamSelection, select_parameters
+from gradiend.model import GradiendMeta, memory_estimate
+from gradiend.train import FitResult, TrainConfig, ValidationSet, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    """How the gradient stream is made from the pairs table (the ``[gradients]`` section).
+
+    ``rows_per_gradient`` rows of one transition give one gradient (of their mean loss). ``pre_prune_topk``
+    keeps the top dimensions by |mean source gradient| over ``pre_prune_samples`` stratified train rows before
+    the GRADIEND is allocated (an int count or a fraction in (0, 1]). ``validation_rows`` rows of the
+    validation split are encoded at every in-training evaluation (their gradients are computed once).
+    """
+
+    rows_per_gradient: int = 32
+    pre_prune_topk: int | float | None = None
+    pre_prune_samples: int = 8
+    validation_rows: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("rows_per_gradient", "pre_prune_samples", "validation_rows"):
+            if getattr(self, name) < 1:
+                raise GradiendError(f"[gradients] {name} must be ≥ 1, got {getattr(self, name)}")
+
+
+def select(lm: LoadedModel, params: Sequence[str] = (), layers: Sequence[int] | None = None) -> ParamSelection:
+    """The parameters whose gradients the GRADIEND sees (whole backbone unless narrowed)."""
+    return select_parameters(lm.model, list(params) or None, layers)
+
+
+def train_gradiend(
+    lm: LoadedModel,
+    data: FeatureData,
+    selection: ParamSelection,
+    gradients: GradientConfig | None = None,
+    train: TrainConfig | None = None,
+    *,
+    progress: bool = True,
+) -> FitResult:
+    """Train a GRADIEND for ``data.feature`` (its first two classes) on ``lm``'s selected parameters."""
+    gradients = gradients or GradientConfig()
+    train = train or TrainConfig()
+    classes = tuple(data.feature.class_ids[:2])
+    computer = GradientComputer(lm, selection)
+    if gradients.pre_prune_topk is not None:
+        selection = pre_prune(computer, data.pairs, classes=classes, source=train.source,
+                              n_samples=gradients.pre_prune_samples, topk=gradients.pre_prune_topk,
+                              seed=train.seeds[0])
+        computer = GradientComputer(lm, selection)
+    check_memory(selection.input_dim, train)
+    log.info("computing %d validation gradients over %d dimensions", gradients.validation_rows, selection.input_dim)
+    x_val, y_val = validation_gradients(computer, data.pairs, classes=classes, source=train.source,
+                                        max_rows=gradients.validation_rows, seed=train.seeds[0])
+    batches = iter_training_batches(computer, data.pairs, classes=classes, batch_rows=gradients.rows_per_gradient,
+                                    source=train.source, target=train.target, seed=train.seeds[0],
+                                    steps=train.steps, epochs=None if train.steps else train.epochs)
+    meta = GradiendMeta(selection=selection, base_model=lm.name, model_family=lm.family.value, classes=classes)
+    return fit(batches, input_dim=selection.input_dim, config=train, validation=ValidationSet.from_tensors(x_val, y_val),
+               template_meta=meta, progress=progress)
+
+
+def check_memory(input_dim: int, train: TrainConfig) -> int:
+    """Log the GRADIEND memory estimate (3n+1 parameters, AdamW state, best copies) and refuse what cannot fit."""
+    n_seeds = len(train.seeds)
+    per_seed = memory_estimate(input_dim, train.latent_dim, train.torch_dtype) * 5 // 4  # + best checkpoint
+    need = per_seed * n_seeds
+    log.info("GRADIEND memory: %.1f MB for %d seed(s) over %d input dimensions", need / 2**20, n_seeds, input_dim)
+    free = _available_memory()
+    if train.device == "cpu" and free is not None and need > 0.9 * free:
+        raise GradiendError(
+            f"the GRADIEND needs about {need / 2**30:.1f} GiB ({n_seeds} seed(s) × {input_dim:,} dims) but only "
+            f"{free / 2**30:.1f} GiB are available: pre-prune ([gradients] pre_prune_topk), narrow the parameter "
+            "selection or train fewer seeds"
+        )
+    return need
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
