@@ -177,7 +177,6 @@ def test_fingerprints_follow_stage_dependencies(config_file: Path) -> None:
 
     assert changed_stages(_changed(base, "data", options=DataConfig(seed=1))) == set(stages)
     assert changed_stages(_changed(base, "gradients", rows_per_gradient=8)) == {"train", "evaluate", "rewrite"}
-    assert changed_stages(_changed(base, "gradients", batch_size=2)) == set()  # memory only
     assert changed_stages(_changed(base, "train", lr=2e-5)) == {"train", "evaluate", "rewrite"}
     assert changed_stages(_changed(base, "eval", lms_ratio=0.95)) == {"evaluate", "rewrite"}
     assert changed_stages(_changed(base, "rewrite", strengthen=("3SG",))) == {"rewrite"}

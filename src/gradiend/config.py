@@ -18,8 +18,8 @@ fills in the defaults; :meth:`ExperimentConfig.to_toml` writes the fully resolve
 ``config.toml`` of a run reproduces it. Each section is built from its dataclass type through
 ``dataclasses.fields`` and the type hints, so each stage owns its config class and this module only nests
 them: ``[data.options]`` is ``gradiend.data.DataConfig``, ``[train]`` is ``gradiend.train.TrainConfig``,
-``[eval]`` is ``gradiend.evaluate.decoder.EvalConfig``. ``[model]``, ``[data]`` (source and classes),
-``[gradients]`` (a placeholder until the gradient stage has its own config) and ``[rewrite]`` are defined here;
+``[eval]`` is ``gradiend.evaluate.decoder.EvalConfig``, ``[gradients]`` is ``gradiend.stages.GradientConfig``.
+``[model]``, ``[data]`` (source and classes) and ``[rewrite]`` are defined here;
 swapping in another class is a change of the field's type on :class:`ExperimentConfig`.
 
 :func:`stage_fingerprint` hashes the sections a stage depends on, so the pipeline can skip a stage whose
@@ -45,6 +45,7 @@ from gradiend.constants import FORMAT_VERSION
 from gradiend.data.config import DataConfig
 from gradiend.errors import GradiendError
 from gradiend.evaluate.decoder import EvalConfig
+from gradiend.stages import GradientConfig
 from gradiend.train import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -90,16 +91,6 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class GradientSection:
-    """How gradients are batched for training; placeholder until the gradient stage has its own config."""
-
-    rows_per_gradient: int = 32  # rows of one transition averaged into one gradient
-    pre_prune_topk: int | float | None = None  # keep the top dims by |mean source gradient| (count or fraction)
-    pre_prune_samples: int = 16  # gradients used to rank dimensions for pre-pruning
-    batch_size: int = field(default=8, metadata=NO_FINGERPRINT)  # rows per forward pass (memory only)
-
-
-@dataclass(frozen=True)
 class RewriteConfig:
     """Which rewritten models to save, and how their (h, α) is chosen."""
 
@@ -135,7 +126,7 @@ class ExperimentConfig:
 
     model: ModelConfig
     data: DataSection
-    gradients: GradientSection = field(default_factory=GradientSection)
+    gradients: GradientConfig = field(default_factory=GradientConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)

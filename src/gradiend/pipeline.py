@@ -1,0 +1,291 @@
+"""The run directory: data → train → encoder evaluation → decoder evaluation → rewrite → report.
+
+``run(config)`` chains the stage functions over ``config.run_dir``. Each stage records its configuration
+fingerprint in ``metrics/stages.json`` once its artifacts are written (atomically); a later run skips every stage
+whose recorded fingerprint matches, so an interrupted run resumes where it stopped and an edited configuration
+recomputes only what depends on the edit. ``force=True`` redoes everything.
+
+>>> from gradiend.config import load_config
+>>> from gradiend.pipeline import run
+>>> result = run(load_config("examples/demo.toml"))  # doctest: +SKIP
+>>> result.report                                     # doctest: +SKIP
+PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradiend import __version__
+from gradiend import constants as C
+from gradiend.config import ExperimentConfig, save_config, stage_fingerprint
+from gradiend.data import Feature, FeatureData, create_data, load_data
+from gradiend.errors import GradiendError
+from gradiend.io import read_json, write_json
+from gradiend.lm.load import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "train", "encoder", "decoder", "rewrite", "report")
+STAGES_FILE = "stages.json"  # metrics/stages.json: {stage: {"fingerprint", "seconds"}}
+TIMINGS_FILE = "timings.json"  # metrics/timings.json: {stage: seconds} (read by the report)
+# which config fingerprint (gradiend.config.STAGE_SECTIONS) each pipeline stage depends on
+_FINGERPRINT_OF = {"data": "data", "train": "train", "encoder": "evaluate", "decoder": "evaluate",
+                   "rewrite": "rewrite", "report": "rewrite"}
+
+
+@dataclass
+class RunResult:
+    """What ``run`` did: the run directory, which stages ran or were skipped, and the report path."""
+
+    run_dir: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+class Run:
+    """A run directory and its stage bookkeeping; loads the base model only when a stage needs it."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True) -> None:
+        self.config = config
+        self.dir = Path(run_dir) if run_dir is not None else config.run_dir
+        self.progress = progress
+        self._lm: LoadedModel | None = None
+
+    # --- paths ---------------------------------------------------------------------------------
+    @property
+    def metrics(self) -> Path:
+        return self.dir / C.METRICS_DIR
+
+    @property
+    def gradiend_dir(self) -> Path:
+        return self.dir / C.GRADIEND_DIR
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / C.DATA_DIR
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def recorded(self) -> dict[str, Any]:
+        path = self.metrics / STAGES_FILE
+        return read_json(path) if path.is_file() else {}
+
+    def fingerprint(self, stage: str) -> str:
+        return stage_fingerprint(self.config, _FINGERPRINT_OF[stage])
+
+    def is_done(self, stage: str) -> bool:
+        return self.recorded().get(stage, {}).get("fingerprint") == self.fingerprint(stage)
+
+    def invalidate_from(self, stage: str) -> None:
+        """Forget ``stage`` and every later one (their artifacts depend on it)."""
+        later = STAGES[STAGES.index(stage):]
+        kept = {k: v for k, v in self.recorded().items() if k not in later}
+        write_json(self.metrics / STAGES_FILE, kept)
+
+    def mark_done(self, stage: str, seconds: float) -> None:
+        stages = self.recorded()
+        stages[stage] = {"fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3)}
+        write_json(self.metrics / STAGES_FILE, stages)
+        write_json(self.metrics / TIMINGS_FILE, {k: v["seconds"] for k, v in stages.items()})
+
+    @property
+    def lm(self) -> LoadedModel:
+        if self._lm is None:
+            self._lm = load_model(self.config.model.spec, dtype=_dtype(self.config.model.dtype),
+                                  device=self.config.model.device)
+        return self._lm
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage, invalidate what follows it before it runs, record it when it succeeded."""
+        self.invalidate_from(name)
+        log.info("stage %s ...", name)
+        t0 = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - t0
+        self.mark_done(name, seconds)
+        log.info("stage %s done in %.1f s", name, seconds)
+
+
+def run(
+    config: ExperimentConfig,
+    *,
+    force: bool = False,
+    until: str = "report",
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    lm: LoadedModel | None = None,
+) -> RunResult:
+    """Run (or resume) the whole pipeline for ``config``; stages up to ``until`` inclusive."""
+    if until not in STAGES:
+        raise GradiendError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+    r = Run(config, Path(run_dir) if run_dir else None, progress)
+    r._lm = lm
+    r.dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, r.dir / C.CONFIG_FILE)
+    if force:
+        r.invalidate_from("data")
+    write_json(r.metrics / "provenance.json", provenance())
+    result = RunResult(r.dir)
+    redo = False  # once a stage ran, every later stage runs too (its inputs changed)
+    for name in STAGES[: STAGES.index(until) + 1]:
+        if not redo and r.is_done(name):
+            log.info("stage %s: up to date, skipped", name)
+            result.skipped.append(name)
+            continue
+        redo = True
+        STAGE_FUNCTIONS[name](r)
+        result.ran.append(name)
+    report = r.dir / C.REPORT_FILE
+    result.report = report if report.is_file() else None
+    return result
+
+
+# --- the stages ------------------------------------------------------------------------------------
+
+
+def feature_of(config: ExperimentConfig) -> Feature:
+    return Feature.from_mapping({k: list(v) for k, v in config.data.classes.items()})
+
+
+def stage_data(r: Run) -> FeatureData:
+    d = r.config.data
+    texts = d.texts if isinstance(d.texts, str) else list(d.texts)
+    with r.stage("data"):
+        data = create_data(texts, feature_of(r.config), d.options, text_column=d.text_column,
+                           id_column=d.id_column, max_documents=d.max_documents, hf_config=d.hf_config,
+                           hf_split=d.hf_split)
+        data.save(r.data_dir)
+    return data
+
+
+def stage_train(r: Run) -> None:
+    from gradiend.stages import select, train_gradiend
+
+    data = load_data(r.data_dir)
+    m = r.config.model
+    with r.stage("train"):
+        selection = select(r.lm, m.params, m.layers)
+        result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, progress=r.progress)
+        result.gradiend.save_pretrained(r.gradiend_dir)
+        _write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
+        write_json(r.metrics / "seeds.json", {
+            "best_seed": result.best_seed, "converged": result.converged,
+            "seeds": [asdict(s) for s in result.seeds],
+        })
+        if not result.converged:
+            log.warning("the GRADIEND did not converge (see metrics/seeds.json); later stages still run")
+
+
+def _gradiend(r: Run):
+    from gradiend.model import Gradiend
+
+    return Gradiend.from_pretrained(r.gradiend_dir)
+
+
+def stage_encoder(r: Run) -> None:
+    from gradiend.evaluate import evaluate_encoder, write_encoder_results
+    from gradiend.evaluate.encoder import neutral_text_column
+
+    data = load_data(r.data_dir)
+    e = r.config.eval
+    with r.stage("encoder"):
+        neutral = neutral_text_column(data.neutral, e.split)[: e.max_lms_texts]
+        result = evaluate_encoder(r.lm, _gradiend(r), data.pairs, neutral, e)
+        write_encoder_results(result, r.metrics)
+
+
+def stage_decoder(r: Run) -> None:
+    from gradiend.evaluate import evaluate_decoder, write_decoder_results
+    from gradiend.evaluate.encoder import neutral_text_column
+
+    data = load_data(r.data_dir)
+    e = r.config.eval
+    with r.stage("decoder"):
+        neutral = neutral_text_column(data.neutral, e.split)
+        result = evaluate_decoder(r.lm, _gradiend(r), data.pairs, neutral, e)
+        write_decoder_results(result, r.metrics)
+
+
+def stage_rewrite(r: Run) -> None:
+    from gradiend.rewrite import rewrite_model, rewrite_selected
+
+    rw = r.config.rewrite
+    decoder = read_json(r.metrics / C.DECODER_METRICS_FILE)
+    gradiend = _gradiend(r)
+    with r.stage("rewrite"):
+        wanted = [(c, c) for c in rw.strengthen] + [(c, f"{c}_weaken") for c in rw.weaken]
+        for class_id, key in wanted:
+            out = r.dir / C.REWRITTEN_DIR / key
+            if rw.policy == "fixed":
+                h = gradiend.strengthen_h(class_id) * (1 if key == class_id else -1)
+                rewrite_model(r.lm, gradiend, h, rw.alpha, out, None, r.gradiend_dir)
+                continue
+            entry = decoder.get("selected", {}).get(key)
+            if entry is None:
+                raise GradiendError(f"decoder evaluation has no selection for {key!r}; evaluated: "
+                                    f"{', '.join(decoder.get('selected', {}))}")
+            if not entry.get("useful", False) and not rw.force:
+                log.warning("no useful rewrite for %s (%s): nothing saved", key, entry.get("reason", ""))
+                continue
+            rewrite_selected(r.lm, gradiend, entry, out, r.gradiend_dir, force=rw.force)
+            log.info("rewritten model for %s written to %s", key, out)
+
+
+def stage_report(r: Run) -> None:
+    from gradiend.report import write_figures, write_report
+
+    with r.stage("report"):
+        write_figures(r.dir, refresh=True)
+        write_report(r.dir)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run], Any]] = {
+    "data": stage_data, "train": stage_train, "encoder": stage_encoder, "decoder": stage_decoder,
+    "rewrite": stage_rewrite, "report": stage_report,
+}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def provenance() -> dict[str, str]:
+    """Versions of what produced the run (the report shows them)."""
+    import torch
+    import transformers
+
+    return {"gradiend": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _write_jsonl(path: Path, rows: Any) -> None:
+    from gradiend.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(row, default=_json_value) + "\n" for row in rows))
+
+
+def _json_value(obj: Any) -> Any:
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
+def read_counts(run_dir: str | Path) -> pd.DataFrame:
+    """Rows per class × split of a run's data stage (for the CLI's summary)."""
+    return load_data(Path(run_dir) / C.DATA_DIR).counts()
