@@ -148,3 +148,24 @@ def test_class_probabilities_sum_deduplicated_case_variants(tiny_bert, tiny_gpt2
     word = objective_for(tiny_gpt2).word_probabilities(tiny_gpt2.model, rows, ["he", "He", "HE"])
     got = class_probabilities(tiny_gpt2, rows, {"A": ["He"]})
     assert got.loc[0, "A"] == pytest.approx(float(word.sum()), rel=1e-6)
+
+
+def test_grid_finds_a_useful_rewrite_along_a_known_good_direction(make_tiny):
+    """dec(+1) = mean ∇(L_they − L_he) over 3PL rows: adding it is a descent step on "he", so P(3SG) must rise."""
+    from gradiend.gradients import GradientComputer
+
+    lm = make_tiny("gpt2", seed=4)
+    gradiend = _gradiend(lm)
+    rows_3pl = PAIRS[PAIRS["factual_class"] == "3PL"].assign(alternative="he")
+    direction = GradientComputer(lm, gradiend.selection).mean_gradient(rows_3pl, "diff")
+    with torch.no_grad():
+        gradiend.decoder_weight.copy_(direction[:, None] / direction.norm())
+        gradiend.decoder_bias.zero_()
+    config = EvalConfig(alphas=(0.01, 0.1, 1.0), max_rows=2, max_lms_texts=5, lms_ratio=0.9)
+    result = evaluate_decoder(lm, gradiend, PAIRS, NEUTRAL, config)
+    grid, selected = result.grid, result.summary["selected"]
+    base = grid.iloc[0]
+    up = grid[grid["h"] == gradiend.strengthen_h("3SG")].sort_values("alpha")
+    assert (up["p_3SG_other"].to_numpy() > base["p_3SG_other"]).all()
+    assert selected["3SG"]["useful"] is True and selected["3SG"]["value"] > selected["3SG"]["base_value"]
+    assert selected["3SG"]["lms"] >= 0.9 * selected["3SG"]["base_lms"]
