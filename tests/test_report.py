@@ -38,8 +38,8 @@ def test_key_numbers_come_from_the_metric_files(full_run: tuple[Path, str]) -> N
     assert f'<div class="big">{r["value"]:.3f}</div>' in key  # 0.873
     assert f'95% CI [{r["ci"][0]:.3f}, {r["ci"][1]:.3f}]' in key and "test split, 240 rows" in key
     sel = decoder["selected"]
-    assert "0.100 → 0.350" in key and "h = +1, α = 1 ·" in key  # strengthen 3SG: base → rewritten, the cell
-    assert "0.200 → 0.245" in key and "h = -1, α = 0.1 ·" in key
+    assert "0.1 → 0.35 (×3.5)" in key and "h = +1, α = 1 ·" in key  # strengthen 3SG: base → rewritten (ratio), the cell
+    assert "0.2 → 0.245 (×1.22)" in key and "h = -1, α = 0.1 ·" in key
     assert f"(ratio {sel['3SG']['lms_ratio']:.3f})" in key
     weaken = _between(key, "Weaken 3SG", "</div></div>")
     assert "no useful rewrite" in weaken and "no cell keeps LMS &gt;= 0.99 x base LMS" in weaken
@@ -118,7 +118,7 @@ def test_study_report_links_runs_and_shows_their_numbers(tmp_path: Path, full_ru
     path = write_study_report([a, b], tmp_path / "study" / "index.html", write_run_reports=False)
     html = path.read_text()
     assert html.count("0.873 [0.851, 0.892]") == 2
-    assert "3SG: 0.100 → 0.350 (α = 1)" in html and "3SG: no useful rewrite" in html
+    assert "3SG: 0.1 → 0.35 (×3.5) (α = 1)" in html and "3SG: no useful rewrite" in html
     assert "href" not in html  # run reports not written: nothing to link
     html = write_study_report([a, b], tmp_path / "study" / "index.html").read_text()
     assert '<a href="../a/synthetic/report.html">' in html and '<a href="../b/synthetic/report.html">' in html

@@ -18,6 +18,12 @@ from gradiend.errors import GradiendError, MissingExtraError
 # verb name -> "module:attribute" of its click command (imported lazily so `gradiend --help` stays fast)
 COMMANDS: dict[str, str] = {
     "assets": "gradiend.cli.assets_cmd:assets",
+    "demo": "gradiend.cli.run_cmd:demo",
+    "run": "gradiend.cli.run_cmd:run_command",
+    "train": "gradiend.cli.stage_cmds:train",
+    "evaluate": "gradiend.cli.stage_cmds:evaluate",
+    "rewrite": "gradiend.cli.stage_cmds:rewrite",
+    "report": "gradiend.cli.stage_cmds:report",
     "data": "gradiend.cli.data_cmd:data",
 }
 

@@ -110,4 +110,4 @@ def _study_row(run: RunData, report: Path, base: Path) -> str:
 def _short_rewrite(rw: Rewrite) -> str:
     if not rw.useful:
         return f"{rw.class_id}: no useful rewrite"
-    return f"{rw.class_id}: {page.num(rw.base_value)} → {page.num(rw.value)} (α = {page.alpha_text(rw.alpha)})"
+    return f"{rw.class_id}: {page.shift_text(rw.base_value, rw.value)} (α = {page.alpha_text(rw.alpha)})"

@@ -26,6 +26,19 @@ def num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or value != value else f"{value:.{digits}f}"  # None and NaN: no value
 
 
+def sig(value: float | None, digits: int = 3) -> str:
+    """Significant digits, for probabilities that can be tiny (0.00185 rather than 0.002)."""
+    return "–" if value is None or value != value else f"{value:.{digits}g}"
+
+
+def shift_text(base: float | None, value: float | None) -> str:
+    """``0.00185 → 0.00421 (×2.27)``: a probability shift with its ratio."""
+    text = f"{sig(base)} → {sig(value)}"
+    if base and value is not None and base == base and value == value:
+        text += f" (×{value / base:.3g})"
+    return text
+
+
 def interval(metric: Interval | None, digits: int = 3) -> str:
     """``0.873 [0.851, 0.892]`` (95% interval), or the bare value when the file gives no interval."""
     if metric is None:
@@ -91,7 +104,7 @@ def rewrite_card(rw: Rewrite) -> str:
     if not rw.useful:
         detail = f"{rw.reason or 'no grid cell beats the base model under the LMS constraint'}; base value {num(rw.base_value)}"
         return H.card(label, "no useful rewrite", detail, "bad")
-    shift = f"{num(rw.base_value)} → {num(rw.value)}"
+    shift = shift_text(rw.base_value, rw.value)
     metric = rw.metric or ("1 − P(class words | own rows)" if rw.weaken else f"P({rw.class_id} words | other rows)")
     detail = f"{metric} · h = {h_text(rw.h)}, α = {alpha_text(rw.alpha)} · {lms}"
     return H.card(label, shift, detail, "good")
