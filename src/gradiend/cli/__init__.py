@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "gradiend.cli.stage_cmds:evaluate",
     "rewrite": "gradiend.cli.stage_cmds:rewrite",
     "report": "gradiend.cli.stage_cmds:report",
+    "compare": "gradiend.cli.compare_cmd:compare",
     "data": "gradiend.cli.data_cmd:data",
 }
 

@@ -91,10 +91,14 @@ def evaluate(run_dir: Path, split: str | None, overrides: tuple[str, ...]) -> No
     dec = read_json(run_dir / C.METRICS_DIR / C.DECODER_METRICS_FILE)
     for key, entry in dec.get("selected", {}).items():
         if entry.get("useful"):
-            click.echo(f"decoder {key}: h={entry['h']:+g} α={entry['alpha']:g}: {entry['base_value']:.4g} → "
-                       f"{entry['value']:.4g}, LMS ratio {entry['lms_ratio']:.4f}")
+            click.echo(f"decoder {key}: h={entry['h']:+g} α={entry['alpha']:g}: {_g(entry.get('base_value'))} → "
+                       f"{_g(entry.get('value'))}, LMS ratio {_g(entry.get('lms_ratio'))}")
         else:
             click.echo(f"decoder {key}: no useful rewrite ({entry.get('reason', '')})")
+
+
+def _g(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
 
 
 @click.command("rewrite")

@@ -1,0 +1,169 @@
+"""End-to-end pipeline on a tiny random BERT saved to disk: artifacts, resumability, CLI verbs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gradiend import constants as C
+from gradiend.cli import cli
+from gradiend.config import apply_overrides, load_config
+from gradiend.pipeline import STAGES, run
+
+CONFIG = """
+name = "tiny"
+output_dir = "{out}"
+
+[model]
+spec = "{model}"
+
+[data]
+texts = "offline:wiki-en"
+max_documents = 1500
+
+[data.classes]
+3SG = ["he", "she"]
+3PL = ["they"]
+
+[data.options]
+seed = 0
+max_rows_per_class = 60
+neutral_size = 40
+
+[gradients]
+rows_per_gradient = 4
+validation_rows = 8
+
+[train]
+lr = 1e-3
+steps = 4
+eval_every = 2
+
+[eval]
+max_rows = 6
+max_lms_texts = 6
+alphas = [0.1, 1.0]
+bootstrap = 20
+
+[rewrite]
+strengthen = ["3SG"]
+policy = "fixed"
+alpha = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, make_tiny) -> Path:
+    path = tmp_path_factory.mktemp("tiny-bert")
+    lm = make_tiny("bert", seed=3)
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("runs")
+    cfg_path = out / "tiny.toml"
+    cfg_path.write_text(CONFIG.format(out=out, model=tiny_model_dir))
+    config = load_config(cfg_path)
+    result = run(config, progress=False)
+    return config, result
+
+
+def test_full_run_writes_every_artifact(finished_run):
+    config, result = finished_run
+    d = result.run_dir
+    assert result.ran == list(STAGES) and result.skipped == []
+    for rel in (C.CONFIG_FILE, "data/pairs.parquet", "data/neutral.parquet", "data/data.json",
+                "gradiend/model.safetensors", "gradiend/config.json", "metrics/training.jsonl",
+                "metrics/encoder.json", "metrics/encodings.parquet", "metrics/decoder.json", "metrics/decoder_grid.csv",
+                "metrics/timings.json", "rewritten/3SG/gradiend_rewrite.json", C.REPORT_FILE):
+        assert (d / rel).is_file(), rel
+    assert load_config(d / C.CONFIG_FILE) == config  # the resolved config reproduces the run
+    timings = json.loads((d / "metrics/timings.json").read_text())
+    assert set(timings) == set(STAGES) and all(v >= 0 for v in timings.values())
+
+
+def test_report_numbers_match_metric_files(finished_run):
+    _, result = finished_run
+    enc = json.loads((result.run_dir / "metrics/encoder.json").read_text())
+    html = result.report.read_text()
+    assert f'{enc["pearson"]["value"]:.3f}' in html
+
+
+def test_fixed_rewrite_adds_alpha_times_decoder_output(finished_run):
+    from transformers import AutoModelForMaskedLM
+
+    from gradiend.lm.load import load_model
+    from gradiend.model import Gradiend
+
+    config, result = finished_run
+    base = load_model(config.model.spec)
+    gradiend = Gradiend.from_pretrained(result.run_dir / C.GRADIEND_DIR)
+    rewritten = AutoModelForMaskedLM.from_pretrained(result.run_dir / "rewritten/3SG")
+    h = gradiend.strengthen_h("3SG")
+    expected = gradiend.update_vector(h).detach() * 1.0
+    sel = gradiend.selection
+    got = sel.flatten([q.detach() - p.detach() for p, q in zip(sel.parameters(base.model), sel.parameters(rewritten),
+                                                                 strict=True)])
+    assert torch.allclose(got, expected, atol=1e-6)
+    meta = json.loads((result.run_dir / "rewritten/3SG/gradiend_rewrite.json").read_text())
+    assert meta["alpha"] == 1.0 and meta["h"] == h
+
+
+def test_rerun_skips_up_to_date_stages_and_redoes_what_changed(finished_run):
+    config, result = finished_run
+    again = run(config, progress=False)
+    assert again.ran == [] and again.skipped == list(STAGES)
+    changed = apply_overrides(config, ["eval.alphas=[0.5]"])
+    partial = run(changed, progress=False)
+    assert partial.skipped == ["data", "train"]
+    assert partial.ran == ["encoder", "decoder", "rewrite", "report"]
+
+
+def test_interrupted_training_resumes_without_redoing_data(tmp_path, tiny_model_dir, monkeypatch):
+    import gradiend.stages
+
+    cfg_path = tmp_path / "tiny.toml"
+    cfg_path.write_text(CONFIG.format(out=tmp_path, model=tiny_model_dir))
+    config = load_config(cfg_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gradiend.stages, "train_gradiend", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, progress=False, until="train")
+    assert not (config.run_dir / C.GRADIEND_DIR).exists()
+    monkeypatch.undo()
+    resumed = run(config, progress=False, until="train")
+    assert resumed.skipped == ["data"] and resumed.ran == ["train"]
+
+
+def test_cli_evaluate_and_rewrite_on_a_run(finished_run, tmp_path):
+    _, result = finished_run
+    runner = CliRunner()
+    out = runner.invoke(cli, ["evaluate", str(result.run_dir)])
+    assert out.exit_code == 0, out.output
+    assert "encoder: Pearson r =" in out.output
+    target = tmp_path / "rw"
+    out = runner.invoke(cli, ["rewrite", str(result.run_dir), "--h", "1", "--alpha", "0.5", "--out", str(target)])
+    assert out.exit_code == 0, out.output
+    assert json.loads((target / "gradiend_rewrite.json").read_text())["alpha"] == 0.5
+
+
+def test_cli_rewrite_needs_a_choice(finished_run):
+    _, result = finished_run
+    out = CliRunner().invoke(cli, ["rewrite", str(result.run_dir), "--h", "1"])
+    assert out.exit_code != 0
+    assert "give both --h and --alpha" in str(out.exception)
+
+
+def test_not_a_run_directory_is_named(tmp_path):
+    out = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
+    assert "is not a gradiend run directory" in str(out.exception)
