@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "rewrite": "gradiend.cli.stage_cmds:rewrite",
     "report": "gradiend.cli.stage_cmds:report",
     "compare": "gradiend.cli.compare_cmd:compare",
+    "study": "gradiend.cli.study_cmd:study",
     "data": "gradiend.cli.data_cmd:data",
 }
 
