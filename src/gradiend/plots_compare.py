@@ -36,9 +36,12 @@ def cluster_order(matrix: pd.DataFrame) -> list[str]:
 
 def heatmap_figure(
     matrix: pd.DataFrame, title: str, *, annotate: bool = True, cluster: bool = False, fmt: str = ".2f",
-    cmap: str = "viridis", center_zero: bool = False,
+    cmap: str = "viridis", center_zero: bool = False, hide_diagonal: bool = False,
 ):
-    """A heatmap of ``matrix`` (rows × columns) with optional cell annotations and clustering order."""
+    """A heatmap of ``matrix`` (rows × columns) with optional cell annotations and clustering order.
+
+    ``hide_diagonal`` leaves self-comparisons blank so they do not dominate the colour scale.
+    """
     if matrix.empty:
         raise GradiendError(f"cannot draw {title!r}: the matrix is empty")
     if cluster and list(matrix.index) == list(matrix.columns):
@@ -48,7 +51,9 @@ def heatmap_figure(
     n_rows, n_cols = matrix.shape
     fig = figure_module.Figure(figsize=(2.2 + 0.9 * n_cols, 1.6 + 0.7 * n_rows), layout="constrained")
     ax = fig.subplots()
-    values = matrix.to_numpy(dtype=float)
+    values = matrix.to_numpy(dtype=float).copy()
+    if hide_diagonal and n_rows == n_cols:
+        np.fill_diagonal(values, np.nan)
     finite = values[np.isfinite(values)]
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
     kwargs = {"vmin": -vmax, "vmax": vmax, "cmap": "RdBu_r"} if center_zero else {"cmap": cmap}

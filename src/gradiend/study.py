@@ -161,11 +161,12 @@ def _figures(matrices: dict[str, pd.DataFrame], sets: Sequence[TopK], out: Path,
 
     figs = [
         plot_heatmap(matrices["overlap_coefficient"], out / "overlap_heatmap", "top-k overlap |A∩B| / min(|A|,|B|)",
-                     cluster=True, formats=formats),
+                     cluster=True, hide_diagonal=True, fmt=".3f", formats=formats),
         plot_heatmap(-np.log10(matrices["p_value"].clip(lower=1e-300)), out / "overlap_pvalue_heatmap",
-                     "overlap above chance: −log10 p (hypergeometric)", fmt=".0f", formats=formats),
+                     "overlap above chance: −log10 p (hypergeometric)", fmt=".0f", hide_diagonal=True,
+                     formats=formats),
         plot_heatmap(matrices["cosine_decoder"], out / "cosine_heatmap", "cosine of decoder weights",
-                     center_zero=True, cluster=True, formats=formats),
+                     center_zero=True, cluster=True, hide_diagonal=True, formats=formats),
     ]
     if "cross_encoding" in matrices:
         figs.append(plot_heatmap(matrices["cross_encoding"], out / "cross_encoding_heatmap",

@@ -134,8 +134,13 @@ def run_suite(suite: Suite, *, force: bool = False, progress: bool = True) -> Pa
         log.info("suite %s: feature %s", suite.name, config.name)
         result = run(config, force=force, progress=progress, lm=lm)
         run_dirs.append(result.run_dir)
+    figures, notes = [], []
     if len(run_dirs) >= 2:
-        compare_runs(run_dirs, suite.study_dir / "comparison", **suite.compare)
+        comparison = compare_runs(run_dirs, suite.study_dir / "comparison", **suite.compare)
+        figures = [(p, p.stem.replace("_", " ")) for p in comparison.figures]
+        pairs = ", ".join(f"{a} & {b}" for a, b in comparison.above_chance) or "none"
+        notes = [f"Top-k overlap above chance (hypergeometric, Bonferroni-corrected): {pairs}. "
+                 "Matrices as CSV in comparison/."]
     write_study_report(run_dirs, suite.study_dir / "report.html", title=f"GRADIEND study: {suite.name}",
-                       write_run_reports=False)
+                       write_run_reports=False, figures=figures, notes=notes)
     return suite.study_dir

@@ -77,8 +77,14 @@ def write_study_report(
     path: str | Path,
     title: str = "GRADIEND study",
     write_run_reports: bool = True,
+    figures: Sequence[tuple[str | Path, str]] = (),
+    notes: Sequence[str] = (),
 ) -> Path:
-    """One page with every run's key numbers, linking each run's own report (written too, by default)."""
+    """One page with every run's key numbers, linking each run's own report (written too, by default).
+
+    ``figures`` are (PNG path, caption) pairs embedded below the table (e.g. the comparison heatmaps);
+    ``notes`` are paragraphs shown above them (e.g. which pairs overlap above chance).
+    """
     if not run_dirs:
         raise GradiendError("a study report needs at least one run directory")
     path = Path(path)
@@ -92,6 +98,9 @@ def write_study_report(
     head = "".join(f"<th>{H.esc(h)}</th>" for h in headers)
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     body = f"<h1>{H.esc(title)}</h1>\n<p class=\"sub\">{len(rows)} runs</p>\n" + H.section("Runs", table, "runs")
+    if figures or notes:
+        parts = [f"<p>{H.esc(n)}</p>" for n in notes] + [H.figure(p, c) for p, c in figures]
+        body += H.section("Comparison", "\n".join(parts), "comparison")
     with atomic_path(path) as tmp:
         tmp.write_text(H.page(title, body), encoding="utf-8")
     return path
