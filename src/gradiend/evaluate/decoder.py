@@ -92,7 +92,7 @@ class _GridInputs:
     exclude: list[str]
 
 
-def _measure(lm: LoadedModel, inputs: _GridInputs, objective: Any, config: EvalConfig) -> dict[str, float]:
+def measure(lm: LoadedModel, inputs: _GridInputs, objective: Any, config: EvalConfig) -> dict[str, float]:
     """P(class words) on other/own rows and the LMS of the model as it is now."""
     probs = class_probabilities(lm, inputs.rows, inputs.words, objective=objective, batch_size=config.batch_size)
     factual = inputs.rows["factual_class"].to_numpy()
@@ -123,7 +123,7 @@ def decoder_grid(
     records = []
     for i, (h, alpha) in enumerate(cells):
         with edited(lm, gradiend, h, alpha):
-            measured = _measure(lm, inputs, objective, config)
+            measured = measure(lm, inputs, objective, config)
         records.append({"cell": cell_id(h, alpha), "h": h, "alpha": alpha, "is_base": alpha == 0, **measured})
         if progress is not None:
             progress(i + 1, len(cells))
