@@ -7,6 +7,7 @@ flattened into the selection's input space (kept positions only, float32).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -129,13 +130,15 @@ class GradientComputer:
         return self.selection.flatten(grads).float()
 
     def _check(self, grad: torch.Tensor, kind: str, rows: Sequence[PairRow], first_index: int = 0) -> None:
-        if not bool(torch.isfinite(grad).all()):
+        # one pass over the vector: the norm is NaN/inf if an entry is, and 0 only if all are
+        norm = float(torch.linalg.vector_norm(grad))
+        if not math.isfinite(norm) and not bool(torch.isfinite(grad).all()):
             culprit = first_index + self._first_nonfinite_row(rows, kind) if len(rows) > 1 else first_index
             raise GradiendError(
                 f"non-finite {kind} gradient for row {culprit} ({rows[culprit - first_index].masked!r}); "
                 "the base model overflows on it: drop the row or use float32 weights"
             )
-        if not bool(grad.any()):
+        if norm == 0.0:
             row = rows[0]
             raise GradiendError(
                 f"the {kind} gradient over {len(rows)} row(s) (first: row {first_index}, {row.masked!r}, "
