@@ -36,7 +36,7 @@ def test_key_numbers_come_from_the_metric_files(full_run: tuple[Path, str]) -> N
     decoder = json.loads((run / C.METRICS_DIR / C.DECODER_METRICS_FILE).read_text())
     r = encoder["pearson"]
     assert f'<div class="big">{r["value"]:.3f}</div>' in key  # 0.873
-    assert f'95% CI [{r["ci"][0]:.3f}, {r["ci"][1]:.3f}]' in key and "test split, 240 rows" in key
+    assert f'95% CI [{r["ci"][0]:.3f}, {r["ci"][1]:.3f}]' in key and "test split, 240 class rows" in key
     sel = decoder["selected"]
     assert "0.1 → 0.35 (×3.5)" in key and "h = +1, α = 1 ·" in key  # strengthen 3SG: base → rewritten (ratio), the cell
     assert "0.2 → 0.245 (×1.22)" in key and "h = -1, α = 0.1 ·" in key

@@ -57,7 +57,7 @@ class TrainConfig:
     fail_on_no_convergence: bool = False
     post_prune_topk: int | float | None = None
     dtype: str = "float32"
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata={"fingerprint": False})  # where, not what: not fingerprinted
 
     def __post_init__(self) -> None:
         for name in ("source", "target"):

@@ -91,10 +91,13 @@ def correlation_card(run: RunData) -> str:
     if metric is None:
         return H.card("Encoder correlation", "not run", "the encoder evaluation has not run")
     encoder = run.encoder or {}
-    split, n = encoder.get("split", "?"), encoder.get("n_rows", "?")
+    split = encoder.get("split", "?")
+    per_class = encoder.get("per_class") or {}
+    n_pairs = sum(int(s.get("n", 0)) for s in per_class.values() if isinstance(s, Mapping))
+    n = f"{n_pairs} class rows" if n_pairs else f"{encoder.get('n_rows', '?')} rows"
     ci = f"95% CI [{num(metric.low)}, {num(metric.high)}] · " if metric.low is not None else ""
     tone = "good" if metric.value >= 0.5 else "bad"
-    return H.card("Encoder correlation (Pearson r)", num(metric.value), f"{ci}{split} split, {n} rows", tone)
+    return H.card("Encoder correlation (Pearson r)", num(metric.value), f"{ci}{split} split, {n}", tone)
 
 
 def rewrite_card(rw: Rewrite) -> str:
