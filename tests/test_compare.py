@@ -8,27 +8,16 @@ from gradiend.compare import (
     grouped_share,
     overlap,
     overlap_matrices,
-    resolve_k,
     simulate_expected_overlap,
     topk_from_importance,
     topk_table,
 )
-from gradiend.errors import GradiendError
 from gradiend.lm.params import ParamSpec
 
 
 def _top(name, n=1000, k=50, seed=0, offset=0):
     rng = np.random.default_rng(seed)
     return topk_from_importance(name, np.arange(n) + offset, rng.random(n), k)
-
-
-def test_resolve_k_counts_and_fractions():
-    assert resolve_k(10, 100) == 10
-    assert resolve_k(1000, 100) == 100
-    assert resolve_k(0.1, 95) == 10  # ceil
-    assert resolve_k(1.0, 95) == 95
-    with pytest.raises(GradiendError, match="fraction"):
-        resolve_k(1.5, 10)
 
 
 def test_topk_picks_largest_importance_and_sorts_indices():

@@ -9,7 +9,7 @@ import torch
 from gradiend.errors import GradiendError
 from gradiend.gradients import GradientComputer, iter_training_batches, pre_prune, validation_gradients
 from gradiend.gradients.batches import batch_schedule, needed_kinds
-from gradiend.gradients.prune import importance, stratified_sample, top_k_indices, topk_count
+from gradiend.gradients.prune import importance, stratified_sample, top_k_indices
 from gradiend.lm.objectives import objective_for
 from gradiend.lm.params import ParamSelection, select_parameters
 
@@ -255,13 +255,7 @@ def test_validation_gradients(tiny_gpt2):
 # --- pre-pruning -------------------------------------------------------------------------------
 
 
-def test_topk_count_and_ties():
-    assert topk_count(0.1, 1000) == 100
-    assert topk_count(1.0, 7) == 7
-    assert topk_count(3, 7) == 3
-    for bad in (0.0, 1.5, 0, 8, True, "10"):
-        with pytest.raises(GradiendError, match="topk"):
-            topk_count(bad, 7)
+def test_top_k_indices_ties_go_to_lower_index():
     values = torch.tensor([0.5, 2.0, 1.0, 1.0, 3.0, 1.0])
     assert top_k_indices(values, 3).tolist() == [1, 2, 4]
     assert top_k_indices(values, 4).tolist() == [1, 2, 3, 4]

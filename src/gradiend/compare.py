@@ -12,7 +12,6 @@ top-k.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from scipy.stats import hypergeom
 
 from gradiend.errors import GradiendError
 from gradiend.lm.params import layer_of
+from gradiend.topk import topk_count
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,6 @@ class TopK:
     universe: np.ndarray  # all global indices this GRADIEND could choose from (sorted)
 
 
-def resolve_k(k: int | float, n: int) -> int:
-    """An int count (clipped to [1, n]) or a fraction in (0, 1] (ceil(k·n))."""
-    if isinstance(k, float):
-        if not 0.0 < k <= 1.0:
-            raise GradiendError(f"top-k fraction must be in (0, 1], got {k}")
-        return max(1, math.ceil(k * n))
-    k = int(k)
-    if k < 1:
-        raise GradiendError(f"top-k must be ≥ 1, got {k}")
-    return min(k, n)
-
-
 def topk_from_importance(
     name: str, global_indices: torch.Tensor | np.ndarray, importance: torch.Tensor | np.ndarray, k: int | float
 ) -> TopK:
@@ -55,7 +43,7 @@ def topk_from_importance(
     imp = np.asarray(importance, dtype=np.float64)
     if gidx.shape != imp.shape:
         raise GradiendError("global indices and importance must have the same length")
-    kk = resolve_k(k, len(imp))
+    kk = topk_count(k, len(imp))
     order = np.lexsort((gidx, -imp))[:kk]
     chosen = np.sort(order)
     return TopK(name, gidx[chosen], imp[chosen], np.sort(gidx))

@@ -26,6 +26,7 @@ from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientKind
 from gradiend.io import atomic_dir, read_json, write_json
 from gradiend.lm.params import ParamSelection
+from gradiend.topk import topk_count
 
 ImportanceKind = Literal["decoder-weight", "encoder-weight", "decoder-bias", "decoder-sum"]
 IMPORTANCE_KINDS: tuple[str, ...] = ("decoder-weight", "encoder-weight", "decoder-bias", "decoder-sum")
@@ -340,19 +341,6 @@ class Gradiend(torch.nn.Module):
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def topk_count(k: int | float, n: int) -> int:
-    """Number of dimensions ``k`` asks for out of ``n``: an int count (capped) or a float fraction (ceil)."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise GradiendError(f"top-k must be an int count or a float fraction, got {k!r}")
-    if isinstance(k, float):
-        if not 0.0 < k <= 1.0:
-            raise GradiendError(f"a top-k fraction must be in (0, 1], got {k}")
-        return max(1, math.ceil(k * n))
-    if k < 1:
-        raise GradiendError(f"a top-k count must be ≥ 1, got {k}")
-    return min(k, n)
 
 
 def _uniform_(p: torch.Tensor, bound: float, gen: torch.Generator | None) -> None:

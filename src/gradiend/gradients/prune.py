@@ -20,21 +20,9 @@ from gradiend.errors import GradiendError
 from gradiend.gradients.batches import transition_name, transition_rows
 from gradiend.gradients.compute import GradientComputer, check_kind
 from gradiend.lm.params import ParamSelection
+from gradiend.topk import topk_count
 
 log = logging.getLogger(__name__)
-
-
-def topk_count(topk: float | int, n: int) -> int:
-    """Number of dimensions to keep: a float in (0, 1] is a fraction of ``n``, an int a count in [1, n]."""
-    if isinstance(topk, bool) or not isinstance(topk, (int, float)):
-        raise GradiendError(f"topk must be a fraction in (0, 1] or a count ≥ 1, got {topk!r}")
-    if isinstance(topk, float):
-        if not 0.0 < topk <= 1.0:
-            raise GradiendError(f"a fractional topk must be in (0, 1], got {topk}")
-        return max(1, round(topk * n))
-    if not 1 <= topk <= n:
-        raise GradiendError(f"topk count must be between 1 and the {n} selected dimensions, got {topk}")
-    return topk
 
 
 def top_k_indices(importance: torch.Tensor, k: int) -> torch.Tensor:
