@@ -167,3 +167,22 @@ def test_cli_rewrite_needs_a_choice(finished_run):
 def test_not_a_run_directory_is_named(tmp_path):
     out = CliRunner().invoke(cli, ["evaluate", str(tmp_path)])
     assert "is not a gradiend run directory" in str(out.exception)
+
+
+def test_cli_data_then_train(tmp_path, tiny_model_dir):
+    from gradiend.model import Gradiend
+
+    runner = CliRunner()
+    data_dir, run_dir = tmp_path / "data", tmp_path / "runs" / "cli"
+    out = runner.invoke(cli, ["data", "--texts", "offline:wiki-en", "--class", "3SG=he,she", "--class", "3PL=they",
+                              "--out", str(data_dir), "--max-documents", "1500", "--max-rows-per-class", "40",
+                              "--neutral-size", "20"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(cli, ["train", "--model", str(tiny_model_dir), "--data", str(data_dir), "--out", str(run_dir),
+                              "--steps", "2", "--eval-every", "1", "--rows-per-gradient", "4", "--pre-prune", "0.5"])
+    assert out.exit_code == 0, out.output
+    g = Gradiend.from_pretrained(run_dir / C.GRADIEND_DIR)
+    assert g.meta.classes == ("3SG", "3PL") and g.meta.base_model == str(tiny_model_dir)
+    assert g.input_dim == g.selection.input_dim
+    stages = json.loads((run_dir / "metrics/stages.json").read_text())
+    assert set(stages) == {"data", "train"}
