@@ -192,6 +192,14 @@ class Gradiend(torch.nn.Module):
         act = ACTIVATIONS[self.activation_encoder]
         return act(F.linear(self._as_input(x), self.encoder_weight, self.encoder_bias))
 
+    def activate(self, projections: torch.Tensor) -> torch.Tensor:
+        """Encoder output from the projections ``w_e·x`` (shape (B, d)): ``act(w_e·x + b_e)``, as :meth:`encode`.
+
+        Lets a caller that computed ``w_e·x`` without materialising ``x`` (forward-mode AD) finish the encoding.
+        """
+        act = ACTIVATIONS[self.activation_encoder]
+        return act(projections.to(device=self.device, dtype=self.dtype) + self.encoder_bias)
+
     def decode(self, h: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
         """Input-space vector(s) for latent value(s) ``h``: shape (d,) → (n,), (B, d) → (B, n)."""
         h = torch.as_tensor(h, dtype=self.dtype, device=self.device)

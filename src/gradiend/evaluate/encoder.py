@@ -19,6 +19,7 @@ stores ``metrics/encodings.parquet`` and ``metrics/encoder.json``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from gradiend.evaluate import stats
 from gradiend.evaluate.config import EvalConfig
 from gradiend.io import write_json, write_with
 from gradiend.lm.load import LoadedModel
+
+log = logging.getLogger(__name__)
 
 ENCODING_COLUMNS = ("encoding", "label", "class", "word", "variant", "split", "sentence_id")
 VARIANTS = ("pairs", "neutral_masked", "neutral_text")
@@ -219,15 +222,39 @@ class EncoderResult:
     metrics: dict[str, Any]
 
 
-def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk: int = 8) -> np.ndarray:
-    """h for each row: the GRADIEND's encoding of the row's ``kind`` gradient (first latent dimension)."""
-    from gradiend.gradients import GradientComputer
+def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk: int = 16) -> np.ndarray:
+    """h for each row: the GRADIEND's encoding of the row's ``kind`` gradient (first latent dimension).
 
+    Uses forward-mode AD (:mod:`gradiend.gradients.projections`: one dual forward per chunk of rows instead of one
+    backward per row); a model with an op that lacks forward-mode support falls back to per-row gradients.
+    """
     if rows.empty:
         return np.zeros(0)
+    rows = rows.reset_index(drop=True)
+    try:
+        return _encode_forward_mode(lm, gradiend, rows, kind, chunk)
+    except NotImplementedError as exc:
+        log.warning("forward-mode AD is not supported on this model (%s); encoding with one backward per row", exc)
+        return _encode_per_row(lm, gradiend, rows, kind)
+
+
+def _encode_forward_mode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk: int) -> np.ndarray:
+    from gradiend.gradients import GradientComputer
+    from gradiend.gradients.projections import directional_derivatives
+
+    computer = GradientComputer(lm, gradiend.selection)
+    with torch.no_grad():
+        z = directional_derivatives(lm.model, computer.objective, gradiend.selection, rows, kind,
+                                    gradiend.encoder_weight[0], chunk=chunk)
+        return gradiend.activate(z[:, None])[:, 0].double().cpu().numpy()
+
+
+def _encode_per_row(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str) -> np.ndarray:
+    from gradiend.gradients import GradientComputer
+
     computer = GradientComputer(lm, gradiend.selection)
     values = []
-    for grad in computer.row_gradients(rows.reset_index(drop=True), kind, chunk=chunk):
+    for grad in computer.row_gradients(rows, kind):
         with torch.no_grad():  # only the encoding; the gradient itself needs autograd
             values.append(float(gradiend.encode(grad.reshape(-1)).reshape(-1)[0]))
     return np.asarray(values, dtype=float)
