@@ -1,0 +1,47 @@
+"""P2: the whole workflow on SmolLM2-135M (causal LM) with the P1 settings but 50 training steps — ours only.
+
+    .venv/bin/python benchmarks/p2.py [--steps 50] [--full]
+
+The published package needs about 69 s per 16-row training step and 12.4 GB peak RSS on this model
+(../shared/BENCHMARKS.md, a reduced run); its full P2 run would take many hours, so it is not re-run. Our
+seconds per training step are the train phase's seconds / steps (pre-prune and the validation gradients
+included, so an upper bound on the step itself). ``gradients.validation_rows`` is 64 instead of P1's 100: 100
+validation gradients over the 13.45M pre-pruned dimensions need 5.0 GiB, above the library's 4 GiB cap.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import P1_CONFIG, REFERENCE_P2, machine, ratio, run_ours, write_result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--full", action="store_true",
+                        help="the whole workflow; default: data + train only (SmolLM2's encoder and decoder "
+                             "evaluations take tens of minutes on 2 cores)")
+    parser.add_argument("--validation-rows", type=int, default=64,
+                        help="P1's 100 exceeds the library's 4 GiB cap on validation gradients at 13.45M dims")
+    args = parser.parse_args()
+    info = machine()
+    ours = run_ours(P1_CONFIG, sets=['model.spec="offline:smollm2-135m"', f"train.steps={args.steps}",
+                                        f"gradients.validation_rows={args.validation_rows}", 'name="p2"'],
+                     until=None if args.full else "train")
+    per_step = ours["seconds"]["train"] / args.steps
+    ours["seconds_per_training_step"] = round(per_step, 2)
+    result = {
+        "scenario": "P2", "machine": info, "steps": args.steps, "validation_rows": args.validation_rows,
+        "stages": "all" if args.full else "data, train", "ours": ours, "reference": REFERENCE_P2,
+        "ratios": {
+            "training_step_speedup": ratio(REFERENCE_P2["seconds_per_training_step"], per_step),
+            "peak_rss_fraction_of_reference": round(ours["max_rss_mb"] / REFERENCE_P2["max_rss_mb"], 3),
+        },
+        "targets": {"training_step_10x_faster": per_step * 10 <= REFERENCE_P2["seconds_per_training_step"]},
+    }
+    write_result("p2", result)
+
+
+if __name__ == "__main__":
+    main()
