@@ -127,7 +127,7 @@ class GradientComputer:
 
     def _grad(self, loss: torch.Tensor, retain: bool) -> torch.Tensor:
         grads = torch.autograd.grad(loss, self.params, retain_graph=retain, allow_unused=True, materialize_grads=True)
-        return self.selection.flatten(grads).float()
+        return self.selection.flatten(grads, dtype=torch.float32)
 
     def _check(self, grad: torch.Tensor, kind: str, rows: Sequence[PairRow], first_index: int = 0) -> None:
         # one pass over the vector: the norm is NaN/inf if an entry is, and 0 only if all are

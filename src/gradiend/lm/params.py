@@ -129,13 +129,23 @@ class ParamSelection:
             )
         return [named[n] for n in self.names]
 
-    def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Concatenate per-parameter tensors (e.g. gradients) into one input vector (kept positions only)."""
-        parts = [
-            t.reshape(-1) if k is None else t.reshape(-1).index_select(0, k.to(t.device))
-            for t, k in zip(tensors, self.kept, strict=True)
-        ]
-        return torch.cat(parts)
+    def flatten(self, tensors: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Per-parameter tensors (e.g. gradients) as one input vector (kept positions only), in ``dtype``.
+
+        Writes each piece straight into one preallocated vector: no per-piece copies and no concatenation,
+        which matters when the vector has 10^8 entries.
+        """
+        if not tensors:
+            return torch.empty(0, dtype=dtype or torch.float32)
+        first = tensors[0]
+        out = torch.empty(self.input_dim, dtype=dtype or first.dtype, device=first.device)
+        start = 0
+        for t, k, size in zip(tensors, self.kept, self.sizes(), strict=True):
+            flat = t.reshape(-1)
+            piece = flat if k is None else flat.index_select(0, k.to(t.device))
+            out[start : start + size].copy_(piece)
+            start += size
+        return out
 
     def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
         """Split an input-space vector into per-parameter pieces (flat, kept positions only)."""
