@@ -28,6 +28,7 @@ from gradiend.compare import (
 )
 from gradiend.errors import GradiendError
 from gradiend.io import write_json, write_with
+from gradiend.lm.load import LoadedModel
 from gradiend.model import Gradiend
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ def compare_runs(
     max_rows: int = 50,
     formats: Iterable[str] = ("png",),
     alpha: float = 0.01,
+    lm: LoadedModel | None = None,
 ) -> ComparisonResult:
-    """Write the comparison of ``run_dirs`` into ``out_dir`` (see module docstring)."""
+    """Write the comparison of ``run_dirs`` into ``out_dir`` (see module docstring).
+
+    ``lm`` is the already loaded base model for cross-encoding (loaded from the GRADIENDs' metadata if None).
+    """
     out = Path(out_dir)
     members = load_members(run_dirs)
     result = ComparisonResult(out)
@@ -89,7 +94,7 @@ def compare_runs(
     result.matrices["cosine_decoder"] = _cosines(members, lambda g: g.decoder_weight[:, 0])
     result.matrices["cosine_update"] = _cosines(members, lambda g: g.update_vector(1.0).detach())
     if cross_encoding:
-        result.matrices["cross_encoding"] = _cross_encoding(members, max_rows)
+        result.matrices["cross_encoding"] = _cross_encoding(members, max_rows, lm)
     for name, matrix in result.matrices.items():
         write_with(out / f"{name}.csv", lambda p, m=matrix: m.to_csv(p))
     result.above_chance = _above_chance(result.matrices["p_value"], alpha)
@@ -124,12 +129,12 @@ def _cosines(members: Sequence[Member], vector) -> pd.DataFrame:
     return similarity_matrix([m.name for m in members], vectors)
 
 
-def _cross_encoding(members: Sequence[Member], max_rows: int) -> pd.DataFrame:
+def _cross_encoding(members: Sequence[Member], max_rows: int, lm: LoadedModel | None) -> pd.DataFrame:
     from gradiend.data import load_data
     from gradiend.evaluate.encoder import _encode, cap_rows
     from gradiend.lm.load import load_model
 
-    lm = load_model(members[0].gradiend.meta.base_model)
+    lm = lm or load_model(members[0].gradiend.meta.base_model)
     rows = {}
     for m in members:
         pairs = load_data(m.run_dir / C.DATA_DIR).pairs

@@ -136,7 +136,7 @@ def run_suite(suite: Suite, *, force: bool = False, progress: bool = True) -> Pa
         run_dirs.append(result.run_dir)
     figures, notes = [], []
     if len(run_dirs) >= 2:
-        comparison = compare_runs(run_dirs, suite.study_dir / "comparison", **suite.compare)
+        comparison = compare_runs(run_dirs, suite.study_dir / "comparison", lm=lm, **suite.compare)
         figures = [(p, p.stem.replace("_", " ")) for p in comparison.figures]
         pairs = ", ".join(f"{a} & {b}" for a, b in comparison.above_chance) or "none"
         notes = [f"Top-k overlap above chance (hypergeometric, Bonferroni-corrected): {pairs}. "
