@@ -148,9 +148,11 @@ def test_interrupted_training_resumes_without_redoing_data(tmp_path, tiny_model_
 def test_cli_evaluate_and_rewrite_on_a_run(finished_run, tmp_path):
     _, result = finished_run
     runner = CliRunner()
-    out = runner.invoke(cli, ["evaluate", str(result.run_dir)])
+    out = runner.invoke(cli, ["evaluate", str(result.run_dir), "--split", "validation"])
     assert out.exit_code == 0, out.output
-    assert "encoder: Pearson r =" in out.output
+    enc = json.loads((result.run_dir / "metrics/encoder.json").read_text())
+    assert enc["split"] == "validation"
+    assert f"encoder: Pearson r = {enc['pearson']['value']:.4f}" in out.output
     target = tmp_path / "rw"
     out = runner.invoke(cli, ["rewrite", str(result.run_dir), "--h", "1", "--alpha", "0.5", "--out", str(target)])
     assert out.exit_code == 0, out.output
@@ -186,3 +188,17 @@ def test_cli_data_then_train(tmp_path, tiny_model_dir):
     assert g.input_dim == g.selection.input_dim
     stages = json.loads((run_dir / "metrics/stages.json").read_text())
     assert set(stages) == {"data", "train"}
+    config = load_config(run_dir / C.CONFIG_FILE)  # the run's config names the data that made it
+    assert config.data.texts == "offline:wiki-en" and config.data.options.max_rows_per_class == 40
+    # new data in the same directory: the run adopts it and trains again
+    out = runner.invoke(cli, ["data", "--texts", "offline:wiki-en", "--class", "3SG=he,she", "--class", "3PL=they",
+                              "--out", str(data_dir), "--max-documents", "1500", "--max-rows-per-class", "30",
+                              "--neutral-size", "20", "--seed", "7"])
+    assert out.exit_code == 0, out.output
+    before = (run_dir / C.GRADIEND_DIR / C.WEIGHTS_FILE).stat().st_mtime_ns
+    out = runner.invoke(cli, ["train", "--model", str(tiny_model_dir), "--data", str(data_dir), "--out", str(run_dir),
+                              "--steps", "2", "--eval-every", "1", "--rows-per-gradient", "4", "--pre-prune", "0.5"])
+    assert out.exit_code == 0, out.output
+    assert (run_dir / C.GRADIEND_DIR / C.WEIGHTS_FILE).stat().st_mtime_ns != before
+    new_meta = json.loads((data_dir / C.DATA_META_FILE).read_text())
+    assert json.loads((run_dir / "data" / C.DATA_META_FILE).read_text())["fingerprint"] == new_meta["fingerprint"]

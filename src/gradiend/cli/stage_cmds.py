@@ -52,19 +52,39 @@ def train(model_spec: str, data_dir: Path, run_dir: Path, steps: int | None, see
     raw = {
         "name": run_dir.name, "output_dir": str(run_dir.parent),
         "model": {"spec": model_spec, "params": list(params)},
-        "data": {"texts": str(data_dir), "classes": {c.id: list(c.targets) for c in data.feature.classes}},
+        "data": _data_section(data, data_dir),
         "gradients": {"rows_per_gradient": rows_per_gradient, **_prune("pre_prune_topk", pre_prune)},
         "train": {"lr": lr, "seeds": list(range(seeds)), "eval_every": eval_every, **({"steps": steps} if steps else {}),
                   **_prune("post_prune_topk", post_prune)},
     }
     config = config_from_dict(raw)
     r = Run(config, run_dir)
-    if not r.is_done("data"):  # adopt the given data directory as this run's data stage
-        shutil.copytree(data_dir, r.data_dir, dirs_exist_ok=True)
+    if _fingerprint(r.data_dir) != data.meta.get("fingerprint") or not r.is_done("data"):
+        # adopt the given data directory as this run's data stage (replacing older data: later stages redo)
+        r.invalidate_from("data")
+        shutil.rmtree(r.data_dir, ignore_errors=True)
+        shutil.copytree(data_dir, r.data_dir)
         r.mark_done("data", 0.0)
     t0 = time.perf_counter()
     run(config, until="train", run_dir=run_dir)
     click.echo(f"GRADIEND written to {r.gradiend_dir} in {time.perf_counter() - t0:.1f} s")
+
+
+def _data_section(data, data_dir: Path) -> dict:
+    """The [data] section that made ``data`` (from its data.json), so the run's config.toml reproduces it."""
+    source = data.meta.get("source") or {}
+    texts = source.get("source")
+    section = {k: v for k, v in source.items() if k != "source" and v is not None}
+    options = {k: ("none" if v is None else v) for k, v in (data.meta.get("config") or {}).items()}
+    return {"texts": texts if isinstance(texts, str) else str(data_dir), **section, "options": options,
+            "classes": {c.id: list(c.targets) for c in data.feature.classes}}
+
+
+def _fingerprint(data_dir: Path) -> str | None:
+    from gradiend.io import read_json
+
+    meta = data_dir / C.DATA_META_FILE
+    return read_json(meta).get("fingerprint") if meta.is_file() else None
 
 
 def _prune(key: str, value: float | None) -> dict[str, float | int]:
