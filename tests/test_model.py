@@ -25,11 +25,11 @@ def _selection() -> ParamSelection:
     return sel
 
 
-def _meta(source: str = "alternative") -> GradiendMeta:
+def _meta(source: str = "alternative", target: str = "diff") -> GradiendMeta:
     classes = ("3SG", "3PL")
     return GradiendMeta(
         selection=_selection(), base_model="offline:splade-tiny", model_family="masked", source=source,
-        target="diff", classes=classes, directions=canonical_directions(classes), training={"best_step": 40},
+        target=target, classes=classes, directions=canonical_directions(classes), training={"best_step": 40},
     )
 
 
@@ -98,10 +98,14 @@ def test_flip_sign_refused_for_non_odd_encoder():
 
 
 @pytest.mark.parametrize(
-    ("source", "pos_h", "neg_h"), [("alternative", 1.0, -1.0), ("factual", -1.0, 1.0), ("diff", -1.0, 1.0)]
+    ("source", "target", "pos_h", "neg_h"),
+    [("alternative", "diff", 1.0, -1.0), ("factual", "diff", -1.0, 1.0), ("diff", "diff", -1.0, 1.0),
+     ("alternative", "factual", 1.0, -1.0), ("factual", "factual", -1.0, 1.0),
+     # target = alternative reconstructs the gradient of the row's other token: the sign flips once more
+     ("alternative", "alternative", -1.0, 1.0), ("factual", "alternative", 1.0, -1.0)],
 )
-def test_strengthen_h_follows_sign_contract(source, pos_h, neg_h):
-    g = Gradiend(32, meta=_meta(source), seed=0)
+def test_strengthen_h_follows_sign_contract(source, target, pos_h, neg_h):
+    g = Gradiend(32, meta=_meta(source, target), seed=0)
     assert (g.strengthen_h("3SG"), g.strengthen_h("3PL")) == (pos_h, neg_h)
     g.flip_sign()  # the stored directions travel with the weights
     assert (g.strengthen_h("3SG"), g.strengthen_h("3PL")) == (-pos_h, -neg_h)

@@ -202,3 +202,18 @@ def test_cli_data_then_train(tmp_path, tiny_model_dir):
     assert (run_dir / C.GRADIEND_DIR / C.WEIGHTS_FILE).stat().st_mtime_ns != before
     new_meta = json.loads((data_dir / C.DATA_META_FILE).read_text())
     assert json.loads((run_dir / "data" / C.DATA_META_FILE).read_text())["fingerprint"] == new_meta["fingerprint"]
+
+
+def test_training_over_several_epochs(tiny_bert):
+    from gradiend.data import DataConfig, Feature, create_data
+    from gradiend.stages import GradientConfig, select, train_gradiend
+    from gradiend.train import TrainConfig
+
+    feature = Feature.from_mapping({"3SG": ["he", "she"], "3PL": ["they"]})
+    data = create_data("offline:wiki-en", feature, DataConfig(max_rows_per_class=20, neutral_size=5, seed=0),
+                       max_documents=1500)
+    result = train_gradiend(tiny_bert, data, select(tiny_bert), GradientConfig(rows_per_gradient=8, validation_rows=4),
+                            TrainConfig(lr=1e-3, epochs=2, eval_every=2), progress=False)
+    n_train = int((data.pairs["split"] == "train").sum())
+    steps = max(entry["step"] for entry in result.log)
+    assert steps >= 2 * (n_train // 8)  # both passes ran (one batch per transition may be partial)

@@ -246,12 +246,15 @@ class Gradiend(torch.nn.Module):
     def strengthen_h(self, class_id: str) -> float:
         """Feature factor h whose update θ + α·dec(h) strengthens ``class_id`` (docs/architecture.md).
 
-        source ∈ {factual, diff}: h = −dir[C]; source = alternative: h = +dir[C].
+        source ∈ {factual, diff}: h = −dir[C]; source = alternative: h = +dir[C]. With target = alternative the
+        decoder reconstructs the gradient of the *other* token of a row, so the sign flips once more.
         """
         if class_id not in self.meta.directions:
             known = sorted(self.meta.directions) or "none (train with classes to set them)"
             raise GradiendError(f"class {class_id!r} has no encoding direction; known classes: {known}")
         sign = 1.0 if self.meta.source == "alternative" else -1.0
+        if self.meta.target == "alternative":
+            sign = -sign
         return sign * float(self.meta.directions[class_id])
 
     # --- importance and pruning --------------------------------------------------------------

@@ -7,7 +7,7 @@ This is the only place where the language-model side (``gradiend.gradients``) me
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from gradiend.errors import GradiendError
 from gradiend.gradients.batches import iter_training_batches, validation_gradients
 from gradiend.gradients.compute import GradientComputer
 from gradiend.gradients.prune import pre_prune
+from gradiend.gradients.types import GradientBatch
 from gradiend.lm.load import LoadedModel
 from gradiend.lm.params import ParamSelection, select_parameters
 from gradiend.model import GradiendMeta, memory_estimate
@@ -68,17 +69,35 @@ def train_gradiend(
         selection = pre_prune(computer, data.pairs, classes=classes, source=train.source,
                               n_samples=gradients.pre_prune_samples, topk=gradients.pre_prune_topk,
                               seed=train.seeds[0])
-        computer = GradientComputer(lm, selection)
+        computer = GradientComputer(lm, selection, computer.objective)  # keeps the tokenization caches
     check_memory(selection.input_dim, train)
     log.info("computing %d validation gradients over %d dimensions", gradients.validation_rows, selection.input_dim)
     x_val, y_val = validation_gradients(computer, data.pairs, classes=classes, source=train.source,
                                         max_rows=gradients.validation_rows, seed=train.seeds[0])
-    batches = iter_training_batches(computer, data.pairs, classes=classes, batch_rows=gradients.rows_per_gradient,
-                                    source=train.source, target=train.target, seed=train.seeds[0],
-                                    steps=train.steps, epochs=None if train.steps else train.epochs)
+    def one_pass(index: int) -> Iterator[GradientBatch]:  # with steps: one stream of `steps` batches
+        return iter_training_batches(computer, data.pairs, classes=classes, batch_rows=gradients.rows_per_gradient,
+                                     source=train.source, target=train.target, seed=train.seeds[0] + index,
+                                     steps=train.steps, epochs=None if train.steps else 1)
+
+    batches = _Passes(one_pass)
     meta = GradiendMeta(selection=selection, base_model=lm.name, model_family=lm.family.value, classes=classes)
     return fit(batches, input_dim=selection.input_dim, config=train, validation=ValidationSet.from_tensors(x_val, y_val),
                template_meta=meta, progress=progress)
+
+
+class _Passes:
+    """A re-iterable gradient stream: each iteration is one fresh pass (epoch), reshuffled with its own seed.
+
+    ``fit`` runs ``epochs`` passes over a re-iterable stream; the gradients themselves are computed lazily.
+    """
+
+    def __init__(self, make: Callable[[int], Iterator[GradientBatch]]) -> None:
+        self._make = make
+        self._passes = 0
+
+    def __iter__(self) -> Iterator[GradientBatch]:
+        self._passes += 1
+        return self._make(self._passes - 1)
 
 
 def check_memory(input_dim: int, train: TrainConfig) -> int:
