@@ -124,6 +124,9 @@ def test_rerun_skips_up_to_date_stages_and_redoes_what_changed(finished_run):
     partial = run(changed, progress=False)
     assert partial.skipped == ["data", "train"]
     assert partial.ran == ["encoder", "decoder", "rewrite", "report"]
+    other = run(apply_overrides(changed, ['rewrite.strengthen=["3PL"]']), progress=False)
+    assert other.ran == ["rewrite", "report"]
+    assert (other.run_dir / "rewritten/3PL").is_dir() and not (other.run_dir / "rewritten/3SG").exists()
 
 
 def test_interrupted_training_resumes_without_redoing_data(tmp_path, tiny_model_dir, monkeypatch):

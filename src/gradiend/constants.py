@@ -26,6 +26,9 @@ ENCODER_METRICS_FILE = "encoder.json"
 ENCODINGS_FILE = "encodings.parquet"
 DECODER_METRICS_FILE = "decoder.json"
 DECODER_GRID_FILE = "decoder_grid.csv"
+TIMINGS_FILE = "timings.json"  # {stage: seconds}
+STAGES_FILE = "stages.json"  # {stage: {"fingerprint", "seconds"}} of finished stages
+PROVENANCE_FILE = "provenance.json"  # versions of what produced the run
 
 # rewritten model
 REWRITE_META_FILE = "gradiend_rewrite.json"

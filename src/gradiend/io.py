@@ -58,6 +58,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def write_jsonl(path: str | os.PathLike[str], rows: Any) -> None:
+    """Write one JSON object per line, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(row, default=_json_default) + "\n" for row in rows))
+
+
 def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:

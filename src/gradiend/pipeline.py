@@ -14,9 +14,9 @@ PosixPath('runs/demo/report.html')
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,14 +31,14 @@ from gradiend import constants as C
 from gradiend.config import ExperimentConfig, save_config, stage_fingerprint
 from gradiend.data import Feature, FeatureData, create_data, load_data
 from gradiend.errors import GradiendError
-from gradiend.io import read_json, write_json
+from gradiend.io import read_json, write_json, write_jsonl
 from gradiend.lm.load import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "train", "encoder", "decoder", "rewrite", "report")
-STAGES_FILE = "stages.json"  # metrics/stages.json: {stage: {"fingerprint", "seconds"}}
-TIMINGS_FILE = "timings.json"  # metrics/timings.json: {stage: seconds} (read by the report)
+STAGES_FILE = C.STAGES_FILE
+TIMINGS_FILE = C.TIMINGS_FILE
 # which config fingerprint (gradiend.config.STAGE_SECTIONS) each pipeline stage depends on
 _FINGERPRINT_OF = {"data": "data", "train": "train", "encoder": "evaluate", "decoder": "evaluate",
                    "rewrite": "rewrite", "report": "rewrite"}
@@ -102,7 +102,9 @@ class Run:
     @property
     def lm(self) -> LoadedModel:
         if self._lm is None:
-            self._lm = load_model(self.config.model.spec, dtype=_dtype(self.config.model.dtype),
+            import torch
+
+            self._lm = load_model(self.config.model.spec, dtype=getattr(torch, self.config.model.dtype),
                                   device=self.config.model.device)
         return self._lm
 
@@ -136,7 +138,6 @@ def run(
     save_config(config, r.dir / C.CONFIG_FILE)
     if force:
         r.invalidate_from("data")
-    write_json(r.metrics / "provenance.json", provenance())
     result = RunResult(r.dir)
     redo = False  # once a stage ran, every later stage runs too (its inputs changed)
     for name in STAGES[: STAGES.index(until) + 1]:
@@ -144,6 +145,8 @@ def run(
             log.info("stage %s: up to date, skipped", name)
             result.skipped.append(name)
             continue
+        if not redo:  # the versions that produce this run's artifacts from here on
+            write_json(r.metrics / C.PROVENANCE_FILE, provenance())
         redo = True
         STAGE_FUNCTIONS[name](r)
         result.ran.append(name)
@@ -179,7 +182,7 @@ def stage_train(r: Run) -> None:
         selection = select(r.lm, m.params, m.layers)
         result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, progress=r.progress)
         result.gradiend.save_pretrained(r.gradiend_dir)
-        _write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
+        write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
         write_json(r.metrics / "seeds.json", {
             "best_seed": result.best_seed, "converged": result.converged,
             "seeds": [asdict(s) for s in result.seeds],
@@ -225,6 +228,7 @@ def stage_rewrite(r: Run) -> None:
     decoder = read_json(r.metrics / C.DECODER_METRICS_FILE)
     gradiend = _gradiend(r)
     with r.stage("rewrite"):
+        shutil.rmtree(r.dir / C.REWRITTEN_DIR, ignore_errors=True)  # no stale models from an earlier selection
         wanted = [(c, c) for c in rw.strengthen] + [(c, f"{c}_weaken") for c in rw.weaken]
         for class_id, key in wanted:
             out = r.dir / C.REWRITTEN_DIR / key
@@ -261,29 +265,12 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run], Any]] = {
 
 
 def provenance() -> dict[str, str]:
-    """Versions of what produced the run (the report shows them)."""
+    """Versions of what produced the run's artifacts (written when a stage runs)."""
     import torch
     import transformers
 
     return {"gradiend": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
-
-
-def _dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _write_jsonl(path: Path, rows: Any) -> None:
-    from gradiend.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(row, default=_json_value) + "\n" for row in rows))
-
-
-def _json_value(obj: Any) -> Any:
-    return obj.item() if hasattr(obj, "item") else str(obj)
 
 
 def read_counts(run_dir: str | Path) -> pd.DataFrame:

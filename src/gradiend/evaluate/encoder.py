@@ -239,12 +239,11 @@ def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk
 
 
 def _encode_forward_mode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk: int) -> np.ndarray:
-    from gradiend.gradients import GradientComputer
     from gradiend.gradients.projections import directional_derivatives
+    from gradiend.lm.objectives import objective_for
 
-    computer = GradientComputer(lm, gradiend.selection)
     with torch.no_grad():
-        z = directional_derivatives(lm.model, computer.objective, gradiend.selection, rows, kind,
+        z = directional_derivatives(lm.model, objective_for(lm), gradiend.selection, rows, kind,
                                     gradiend.encoder_weight[0], chunk=chunk)
         return gradiend.activate(z[:, None])[:, 0].double().cpu().numpy()
 

@@ -116,7 +116,9 @@ class _TokenObjective:
         self.pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
         self.max_length = _max_positions(lm.model)
         self._ids_cache = lru_cache(maxsize=1 << 16)(self._ids)
-        self._target_cache = lru_cache(maxsize=1 << 16)(self._target)
+        # unbounded: a decoder grid asks for the same rows × words targets in every cell, and a bounded LRU
+        # read in the same order would miss every time once the grid outgrows it; the objective lives per stage
+        self._target_cache = lru_cache(maxsize=None)(self._target)
 
     # --- tokenization --------------------------------------------------------------------------
 

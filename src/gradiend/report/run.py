@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-TIMINGS_FILE = "timings.json"  # metrics/timings.json: {stage: seconds}
+TIMINGS_FILE = C.TIMINGS_FILE
 WEAKEN_SUFFIX = "_weaken"
 
 
