@@ -1,6 +1,7 @@
 """Acceptance checks on the packaged real models (slow; CI runs them too).
 
-- SPLADE-tiny, offline Wikipedia 3SG vs 3PL (1000 rows per class, 200 steps): test correlation ≥ 0.99.
+- SPLADE-tiny, offline Wikipedia 3SG vs 3PL (1000 rows per class, 200 steps, P1's pre-prune 10 % and post-prune
+  1 %, then 50 fine-tune steps): test correlation ≥ 0.9946, the published package's P1 figure.
 - The demo (SmolLM2-135M): the encoder converges (test correlation ≥ 0.95); the selected rewrite raises
   P(3SG words) on 3PL rows above the base model with LMS ≥ 0.99 × base; the rewritten directory, loaded with plain
   ``AutoModelForCausalLM``, reproduces the measured probabilities; the report shows the metric files' numbers.
@@ -25,16 +26,19 @@ pytestmark = pytest.mark.slow
 FEATURE = Feature.from_mapping({"3SG": ["he", "she", "it"], "3PL": ["they"]})
 
 
-def test_splade_reaches_test_correlation_099(splade):
+def test_splade_post_pruned_reaches_reference_test_correlation(splade):
     data = create_data("offline:wiki-en", FEATURE, DataConfig(max_rows_per_class=1000, seed=0, min_left_context=10))
     result = train_gradiend(
         splade, data, select(splade),
         GradientConfig(rows_per_gradient=16, pre_prune_topk=0.1, pre_prune_samples=8, validation_rows=100),
-        TrainConfig(lr=1e-5, steps=200, eval_every=20), progress=False,
+        TrainConfig(lr=1e-5, steps=200, eval_every=20, post_prune_topk=0.01, post_prune_steps=50), progress=False,
     )
     assert result.converged
+    pruned = result.gradiend.meta.training["post_prune"]
+    assert result.gradiend.input_dim == pruned["input_dim"] == -(-result.models[0].input_dim // 100)
+    assert pruned["correlation"] >= pruned["correlation_after_prune"]
     enc = evaluate_encoder(splade, result.gradiend, data.pairs, [], EvalConfig(max_rows=100, bootstrap=100))
-    assert enc.metrics["pearson"]["value"] >= 0.99
+    assert enc.metrics["pearson"]["value"] >= 0.9946
     assert enc.metrics["per_class"]["3SG"]["mean"] > 0.5 > -0.5 > enc.metrics["per_class"]["3PL"]["mean"]
 
 

@@ -33,7 +33,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-LOG_KEYS = {"step", "seed", "loss", "correlation", "mean_pos", "mean_neg", "best"}
+LOG_KEYS = {"step", "seed", "loss", "correlation", "mean_pos", "mean_neg", "best", "phase"}
 
 
 @dataclass
@@ -169,6 +169,43 @@ def test_post_prune_keeps_top_decoder_dimensions_and_restricts_selection():
     assert small.input_dim == 26 and full.input_dim == 256
     assert torch.equal(small.selection.global_indices(), full.topk(26).sort().values + 1000)
     assert small.meta.training["input_dim"] == 256
+
+
+def test_post_prune_fine_tune_refits_the_pruned_encoder_from_its_weights():
+    # a weak signal spread over all 256 dimensions: keeping 26 of them shrinks the encodings towards 0
+    p = planted(n=256, steps=40, scale=3e-2, signal=0.5)
+    plain = _fit(p, post_prune_topk=0.1, eval_every=5)
+    tuned = _fit(p, post_prune_topk=0.1, post_prune_steps=20, eval_every=5, post_prune_lr=3e-2)
+    before, after = plain.gradiend.meta.training["post_prune"], tuned.gradiend.meta.training["post_prune"]
+    # post_prune_steps = 0: exactly the pruned best checkpoint, scored on the restricted validation set
+    full = plain.models[0]
+    assert torch.equal(plain.gradiend.encoder_weight, full.encoder_weight[:, full.topk(0.1).sort().values])
+    assert before["steps"] == 0 and before["correlation"] == before["correlation_after_prune"]
+    assert before["best_step"] == plain.gradiend.meta.training["best_step"]
+    # the fine-tune starts from the same pruned model; by default it learns at lr · 256/26
+    assert after["correlation_after_prune"] == before["correlation_after_prune"]
+    assert after["lr"] == 3e-2 and after["steps"] == 20
+    default = _fit(p, post_prune_topk=0.1, post_prune_steps=1).gradiend.meta.training["post_prune"]
+    assert default["lr"] == pytest.approx(3e-2 * 256 / 26)
+    assert after["correlation"] > before["correlation"] and after["mean_pos"] > 2 * before["mean_pos"]
+    assert torch.equal(tuned.gradiend.selection.global_indices() if tuned.gradiend.selection else torch.arange(1),
+                       plain.gradiend.selection.global_indices() if plain.gradiend.selection else torch.arange(1))
+    phases = [(e["step"], e["phase"]) for e in tuned.log if e["phase"] == "post-prune"]
+    assert phases == [(40 + s, "post-prune") for s in (0, 5, 10, 15, 20)]
+    best = [e for e in tuned.log if e["best"]]
+    assert len(best) == 1 and best[0]["phase"] == "post-prune" and best[0]["step"] == after["best_step"]
+    assert best[0]["correlation"] == pytest.approx(after["correlation"])
+
+
+def test_post_prune_fine_tune_needs_batches_left_and_a_prune():
+    p = planted(n=64, steps=10)
+    with pytest.raises(GradiendError, match="post-prune fine-tuning got 0 of 5 batches"):
+        fit(iter(p.batches), input_dim=64, config=TrainConfig(post_prune_topk=0.5, post_prune_steps=5),
+            validation=p.validation, progress=False)
+    with pytest.raises(GradiendError, match="needs post_prune_topk"):
+        TrainConfig(post_prune_steps=5)
+    with pytest.raises(GradiendError, match="post_prune_lr must be positive"):
+        TrainConfig(post_prune_topk=0.5, post_prune_lr=0.0)
 
 
 def test_log_schema_and_training_without_validation():

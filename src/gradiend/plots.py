@@ -80,6 +80,11 @@ def training_figure(log: pd.DataFrame | Sequence[Mapping[str, Any]], classes: Se
         ax_mean.plot(rows["step"], rows["mean_pos"], style, color=CLASS_COLORS[0], label=f"{classes[0]}{suffix}")
         ax_mean.plot(rows["step"], rows["mean_neg"], style, color=CLASS_COLORS[1], label=f"{classes[1]}{suffix}")
         _mark_best(rows, color, (ax_loss, ax_corr, ax_mean), seed)
+    if "phase" in df and (df["phase"] == "post-prune").any():  # the fine-tune of the pruned GRADIEND
+        start = df.loc[df["phase"] == "post-prune", "step"].min()
+        for ax in (ax_loss, ax_corr, ax_mean):
+            ax.axvline(start, color=NEUTRAL_COLOR, linestyle=":", linewidth=1.2,
+                       label="post-prune" if ax is ax_corr else None)
     losses = pd.to_numeric(df["loss"], errors="coerce").dropna()  # None before the first optimizer step
     if len(losses) and (losses > 0).all():
         ax_loss.set_yscale("log")

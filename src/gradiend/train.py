@@ -10,6 +10,12 @@ Every ``eval_every`` steps all seeds encode the validation gradients at once (on
 the Pearson correlation of the encodings with the ±1 labels picks each seed's best checkpoint, which is kept
 as an in-memory copy (nothing is written per step). At the end each seed is sign-normalised (positive class →
 +1), judged for convergence, and the best converged seed is returned, optionally post-pruned.
+
+Post-pruning to the top-k decoder dimensions costs some encoding quality (on P1, 1 % of the dimensions:
+validation correlation 0.9997 → 0.991). ``post_prune_steps`` > 0 continues training the pruned GRADIEND on the
+same stream restricted to the kept dimensions, from the pruned weights, and keeps its best checkpoint
+(evaluated from step 0, so the fine-tune never returns something worse on the validation set than the plain
+pruned model). These steps are logged with ``phase = "post-prune"``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ class TrainConfig:
     ``steps`` = number of optimizer steps (the batches are re-iterated as needed; ``epochs`` is then ignored);
     None = ``epochs`` passes over the batches. A seed converges when, at its best checkpoint (step > 0),
     |corr| ≥ ``min_correlation`` and the two class means have opposite signs with |mean| ≥ ``min_class_mean``.
-    ``post_prune_topk`` (int count or float fraction) keeps the top dimensions by decoder-weight importance.
+    ``post_prune_topk`` (int count or float fraction) keeps the top dimensions by decoder-weight importance;
+    ``post_prune_steps`` more optimizer steps then fine-tune the pruned GRADIEND on the kept dimensions.
     """
 
     source: GradientKind = "alternative"
@@ -56,6 +63,8 @@ class TrainConfig:
     min_class_mean: float = 0.5
     fail_on_no_convergence: bool = False
     post_prune_topk: int | float | None = None
+    post_prune_steps: int = 0
+    post_prune_lr: float | None = None
     dtype: str = "float32"
     device: str = field(default="cpu", metadata={"fingerprint": False})  # where, not what: not fingerprinted
 
@@ -68,10 +77,15 @@ class TrainConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise GradiendError(f"seeds must be a non-empty tuple of distinct ints, got {self.seeds!r}")
         _check_positive(lr=self.lr, eval_every=self.eval_every, epochs=self.epochs, latent_dim=self.latent_dim)
+        if self.post_prune_lr is not None:
+            _check_positive(post_prune_lr=self.post_prune_lr)
         if self.steps is not None:
             _check_positive(steps=self.steps)
         if self.post_prune_topk is not None:
             topk_count(self.post_prune_topk, 1)
+        if self.post_prune_steps < 0 or (self.post_prune_steps and self.post_prune_topk is None):
+            raise GradiendError(f"post_prune_steps must be ≥ 0 and needs post_prune_topk; got {self.post_prune_steps} "
+                                f"with post_prune_topk={self.post_prune_topk!r}")
         activation_name(self.activation_encoder)
         activation_name(self.activation_decoder)
 
@@ -162,20 +176,88 @@ def fit(
     config = config if config is not None else TrainConfig()
     meta = replace(template_meta or GradiendMeta(), source=config.source, target=config.target)
     run = _Run([_new_model(input_dim, config, meta, seed) for seed in config.seeds], config, validation)
-    bar = tqdm(total=_total_steps(batches, config), disable=not progress, desc="GRADIEND", unit="step")
+    _loop(run, batches, config, input_dim, progress, desc="GRADIEND")
+    _check_length(run.step, config)
+    result = _finish(run, config)
+    if config.post_prune_topk is None:
+        return result
+    return _post_prune(result, batches, config, validation, input_dim, progress, offset=run.step)
+
+
+def _loop(run: _Run, batches: Iterable[GradientBatch], config: TrainConfig, input_dim: int, progress: bool,
+          desc: str, keep: torch.Tensor | None = None) -> None:
+    """Evaluate at step 0, then one optimizer step per batch (restricted to ``keep``), evaluating as configured."""
+    bar = tqdm(total=_total_steps(batches, config), disable=not progress, desc=desc, unit="step")
     run.evaluate(step=0, bar=bar)
     for batch in _iter_batches(batches, config):
-        run.train_step(*_source_target(batch, config, input_dim))
+        source, target = _source_target(batch, config, input_dim)
+        if keep is not None:
+            source, target = source[keep], (target[keep] if target is not source else source[keep])
+        run.train_step(source, target)
         if run.step % config.eval_every == 0:
             run.evaluate(run.step, bar)
         bar.update(1)
         if config.steps is not None and run.step >= config.steps:
             break
     bar.close()
-    _check_length(run.step, config)
     if run.last_eval != run.step:
         run.evaluate(run.step, bar)
-    return _finish(run, config)
+
+
+def _post_prune(result: FitResult, batches: Iterable[GradientBatch], config: TrainConfig,
+                validation: ValidationSet | None, input_dim: int, progress: bool, offset: int) -> FitResult:
+    """Prune the selected GRADIEND to its top-k decoder dimensions; fine-tune it for ``post_prune_steps``.
+
+    The pruned model is scored on the validation set (restricted to the kept dimensions) either way, so the
+    summary records what pruning cost; the fine-tune's log entries continue the step count after ``offset``.
+    """
+    keep = torch.sort(result.gradiend.topk(config.post_prune_topk)).values  # type: ignore[arg-type]
+    pruned = result.gradiend.prune(keep)
+    sub = replace(config, seeds=(result.best_seed,), steps=config.post_prune_steps or None, epochs=1,
+                  lr=_post_prune_lr(config, result.gradiend.input_dim, pruned.input_dim),
+                  post_prune_topk=None, post_prune_steps=0, post_prune_lr=None)
+    run = _Run([pruned], sub, _restricted(validation, keep))
+    if config.post_prune_steps:
+        _loop(run, batches, sub, input_dim, progress, desc="post-prune fine-tune", keep=keep.to(config.device))
+        if run.step < config.post_prune_steps:
+            raise GradiendError(
+                f"post-prune fine-tuning got {run.step} of {config.post_prune_steps} batches: the gradient stream "
+                "was used up by training (pass a re-iterable stream, e.g. a list, or set post_prune_steps = 0)"
+            )
+    else:
+        run.evaluate(0, tqdm(disable=True))
+    report = _restore_and_orient(run, 0, sub)
+    first = run.log[0]
+    summary = dict(pruned.meta.training)
+    summary["post_prune"] = {
+        "topk": config.post_prune_topk, "input_dim": pruned.input_dim, "steps": run.step,
+        "lr": sub.lr, "correlation_after_prune": first["correlation"],
+        "best_step": offset + report.best_step if config.post_prune_steps else summary["best_step"],
+        "correlation": report.correlation, "mean_pos": report.mean_pos, "mean_neg": report.mean_neg,
+    }
+    pruned.meta = replace(pruned.meta, training=summary)
+    log = list(result.log)
+    if config.post_prune_steps:
+        log = [dict(e, best=e["best"] and e["seed"] != result.best_seed) for e in log]  # the pruned model is the pick
+        log += [dict(e, step=offset + e["step"], phase="post-prune") for e in _final_log(run.log, [report])]
+    return replace(result, gradiend=pruned, log=tuple(log))
+
+
+def _post_prune_lr(config: TrainConfig, before: int, after: int) -> float:
+    """``post_prune_lr``, or by default ``lr · before / after``.
+
+    Adam moves every weight by about lr per step whatever its gradient's size, so an encoding (a sum over the
+    input dimensions) changes by about lr · n per step: on n/100 dimensions, the same lr would re-fit the
+    encoder 100 times slower than it was fitted.
+    """
+    return config.post_prune_lr if config.post_prune_lr is not None else config.lr * before / max(after, 1)
+
+
+def _restricted(validation: ValidationSet | None, keep: torch.Tensor) -> ValidationSet | None:
+    """The validation set on the kept input dimensions only."""
+    if validation is None:
+        return None
+    return ValidationSet(lambda: ((x[:, keep.to(x.device)], y) for x, y in validation.chunks()))
 
 
 # --- the loop's state ----------------------------------------------------------------------------
@@ -341,7 +423,7 @@ def _log_entry(step: int, seed: int, loss: float | None, s: Scores | None) -> di
         "correlation": s.correlation if s else None,
         "mean_pos": s.mean_pos if s else None,
         "mean_neg": s.mean_neg if s else None,
-        "best": False,
+        "best": False, "phase": "train",
     }
 
 
@@ -358,7 +440,7 @@ def _postfix(losses: list[float] | None, scores: list[Scores] | None) -> dict[st
 
 
 def _finish(run: _Run, config: TrainConfig) -> FitResult:
-    """Restore best checkpoints, sign-normalise, judge convergence, pick a seed, post-prune."""
+    """Restore best checkpoints, sign-normalise, judge convergence, pick a seed."""
     reports = [_restore_and_orient(run, k, config) for k in range(len(run.models))]
     log = _final_log(run.log, reports)
     chosen = _select(reports)
@@ -369,8 +451,6 @@ def _finish(run: _Run, config: TrainConfig) -> FitResult:
     for m in run.models:
         m.meta = replace(m.meta, training=summary)
     selected = run.models[k]
-    if config.post_prune_topk is not None:
-        selected = selected.prune(selected.topk(config.post_prune_topk))
     models = dict(zip(run.seeds, run.models, strict=True))
     return FitResult(selected, chosen.seed, tuple(reports), tuple(log), models)
 

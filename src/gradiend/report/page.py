@@ -141,7 +141,22 @@ def training_details(run: RunData) -> str:
         rows.append((seed, int(pick["step"]), num(float(corr)), int(group["step"].max()), len(group)))
     table = H.table(["seed", "best step", "correlation at best", "last step", "evaluations"], rows,
                     [True, True, True, True, True])
-    return H.section("Training", table, "training")
+    return H.section("Training", table + _post_prune_note(run), "training")
+
+
+def _post_prune_note(run: RunData) -> str:
+    """One sentence on the post-prune (kept dimensions, validation correlation before and after a fine-tune)."""
+    training = (run.gradiend_config or {}).get("training")
+    pp = training.get("post_prune") if isinstance(training, Mapping) else None
+    if not isinstance(pp, Mapping):
+        return ""
+    before, after = pp.get("correlation_after_prune"), pp.get("correlation")
+    text = f"Post-prune kept {pp.get('input_dim')} input dimensions (top {pp.get('topk')} by decoder weight)"
+    if isinstance(before, float):
+        text += f"; validation correlation right after pruning {num(before, 4)}"
+    if pp.get("steps") and isinstance(after, float):
+        text += f", after {pp['steps']} fine-tune steps (lr {pp.get('lr'):.3g}) {num(after, 4)}"
+    return f"<p>{H.esc(text)}.</p>"
 
 
 def encoder_details(run: RunData) -> str:
