@@ -87,3 +87,15 @@ def test_splade_prefers_she_for_nurse(splade):
     she, he = tok.convert_tokens_to_ids(["she", "he"])
     assert logits[she] > logits[he]
     assert splade.family is ModelFamily.MASKED
+
+
+def test_malloc_tuning_applies_once_on_glibc_and_can_be_turned_off(monkeypatch, tiny_gpt2):
+    """load_model (CPU) has tuned glibc malloc to keep freed large blocks; GRADIEND_MALLOC_TUNING=0 opts out."""
+    import platform
+
+    from gradiend import _malloc
+
+    if platform.libc_ver()[0] == "glibc":
+        assert _malloc.keep_freed_memory() is True and _malloc._state == {"applied": True}
+    monkeypatch.setenv("GRADIEND_MALLOC_TUNING", "0")
+    assert _malloc._apply() is False

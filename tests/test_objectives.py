@@ -216,3 +216,44 @@ def test_smollm2_pronoun_probabilities_are_plausible(smollm2):
     assert probs[2, 1] > 1e-3
     assert probs[3, 0] > 1e-3
     assert (probs.sum(1) <= 1).all()
+
+
+def test_pack_layout_restarts_positions_and_balances_rows():
+    from gradiend.lm.objectives import _pack
+
+    seqs = [tuple(range(100, 100 + n)) for n in (57, 40, 35, 30, 12, 3)]  # 177 tokens
+    batch = _pack(seqs, pad_id=0, device=torch.device("cpu"), width=100)
+    assert tuple(batch.input_ids.shape) == (2, 90) and batch.attention_mask is None  # ⌈177/100⌉ rows: 57+30+3, 40+35+12
+    seen = torch.zeros_like(batch.input_ids, dtype=torch.bool)
+    for s, r, o in zip(seqs, batch.row, batch.offset, strict=True):
+        assert batch.input_ids[r, o : o + len(s)].tolist() == list(s)
+        assert batch.position_ids[r, o : o + len(s)].tolist() == list(range(len(s)))
+        assert not seen[r, o : o + len(s)].any()  # no two sequences overlap
+        seen[r, o : o + len(s)] = True
+    assert (batch.position_ids[~seen] == 0).all() and (batch.input_ids[~seen] == 0).all()  # pads: own segments
+    one_long = _pack([tuple(range(300))] + seqs[-1:], pad_id=0, device=torch.device("cpu"), width=100)
+    assert tuple(one_long.input_ids.shape) == (2, 300)  # never more rows than sequences
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_packed_causal_batch_equals_padded(kind, tiny_gpt2, tiny_llama):
+    """Several sequences per row (restarting positions, block-diagonal attention) = one per row, padded."""
+    from gradiend.lm.objectives import _split_of
+
+    lm = {"gpt2": tiny_gpt2, "llama": tiny_llama}[kind]
+    obj = objective_for(lm)
+    rows = [*ROWS, {"masked": "[MASK] left early.", "factual": "she", "alternative": "unbelievably"}]  # BOS, 2 inputs
+    packed, padded = obj.row_losses(lm.model, rows), obj.row_losses(lm.model, rows, pack=False)
+    assert _split_of(lm.model).packs(lm.model)
+    for a, b in zip(packed, padded, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    _assert_grads_close(_grads(lm.model, packed[0].sum() - packed[1].sum()),
+                        _grads(lm.model, padded[0].sum() - padded[1].sum()))
+
+
+def test_masked_lm_is_not_packed(tiny_bert):
+    """BERT attends over the whole row: the numerical check refuses packing, so the batch is padded."""
+    from gradiend.lm.objectives import _split_of
+
+    objective_for(tiny_bert).row_losses(tiny_bert.model, ROWS)
+    assert _split_of(tiny_bert.model).packs(tiny_bert.model) is False

@@ -115,6 +115,9 @@ class GradientComputer:
 
     def _losses(self, rows: Sequence[PairRow], first_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         factual, alternative = self.objective.row_losses(self.lm.model, rows)
+        if not (torch.isfinite(factual).all() and torch.isfinite(alternative).all()):
+            # packed sequences share attention, so a NaN can spread within a row: redo unpacked to name the culprit
+            factual, alternative = self.objective.row_losses(self.lm.model, rows, pack=False)
         for kind, values in (("factual", factual), ("alternative", alternative)):
             bad = (~torch.isfinite(values)).nonzero()
             if bad.numel():

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from gradiend import assets
+from gradiend._malloc import keep_freed_memory
 from gradiend.errors import GradiendError
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,11 @@ def load_model(
 ) -> LoadedModel:
     """Load ``spec`` (hub id, local dir, ``.gguf`` file or ``offline:<name>``) in eval mode.
 
-    Raises :class:`GradiendError` with a one-line message for a spec that is not a usable model.
+    Raises :class:`GradiendError` with a one-line message for a spec that is not a usable model. For a CPU
+    model, glibc malloc is tuned once per process to reuse freed large blocks (:mod:`gradiend._malloc`).
     """
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     spec_str = str(spec)
     if assets.is_offline_name(spec_str):
         asset = assets.get_asset(spec_str)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -66,7 +66,7 @@ class Objective(Protocol):
 
     def target(self, masked: str, word: str) -> Target: ...
 
-    def row_losses(self, model: Any, rows: Any) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def row_losses(self, model: Any, rows: Any, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def losses(self, model: Any, rows: Any) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -157,30 +157,36 @@ class _TokenObjective:
 
     # --- scoring -------------------------------------------------------------------------------
 
-    def score(self, model: Any, targets: Sequence[Target], groups: Sequence[int]) -> torch.Tensor:
+    def score(self, model: Any, targets: Sequence[Target], groups: Sequence[int], pack: bool = True) -> torch.Tensor:
         """Σ_j log p(piece_j) for each target, from one forward over the distinct input sequences.
 
         ``groups`` (one id per target, e.g. the row) limits prefix sharing to targets of the same sentence.
+        The sequences are packed several per row where the model supports it (verified once per model) and
+        ``pack`` is true; a NaN in one packed sequence can spread to the others of its row, so error paths
+        that name a culprit recompute with ``pack=False``.
         """
         seqs, seq_of = _plan(targets, groups, self.shares_prefixes)
         device = next(model.parameters()).device
-        input_ids, attention_mask, offsets = _pad(seqs, self.pad_id, self.padding_side, device)
+        if pack and len(seqs) > 1 and _split_of(model).packs(model):
+            batch = _pack(seqs, self.pad_id, device)
+        else:
+            batch = _pad(seqs, self.pad_id, self.padding_side, device)
         rows, cols, piece_ids, owner = [], [], [], []
         for t, (target, s) in enumerate(zip(targets, seq_of, strict=True)):
             for pos, piece in zip(target.positions, target.pieces, strict=True):
-                rows.append(s)
-                cols.append(pos + offsets[s])
+                rows.append(batch.row[s])
+                cols.append(pos + batch.offset[s])
                 piece_ids.append(piece)
                 owner.append(t)
         pairs = torch.tensor([rows, cols], dtype=torch.long, device=device)
         unique, inverse = torch.unique(pairs, dim=1, return_inverse=True)
-        logits = _logits_at(model, input_ids, attention_mask, unique[0], unique[1])
+        logits = _logits_at(model, batch, unique[0], unique[1])
         logp = torch.log_softmax(logits.float(), dim=-1)
         picked = logp[inverse, torch.tensor(piece_ids, device=device)]
         owner_t = torch.tensor(owner, device=device)
         return torch.zeros(len(targets), device=device, dtype=picked.dtype).index_add(0, owner_t, picked)
 
-    def row_losses(self, model: Any, rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def row_losses(self, model: Any, rows: Any, pack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row ``-log P(factual)`` and ``-log P(alternative)`` (each shape [rows]) from one forward."""
         pair_rows = as_pair_rows(rows)
         if not pair_rows:
@@ -188,7 +194,7 @@ class _TokenObjective:
         targets = [self._row_target(r, r.factual, i) for i, r in enumerate(pair_rows)]
         targets += [self._row_target(r, r.alternative, i) for i, r in enumerate(pair_rows)]
         n = len(pair_rows)
-        nll = -self.score(model, targets, list(range(n)) * 2)
+        nll = -self.score(model, targets, list(range(n)) * 2, pack=pack)
         return nll[:n], nll[n:]
 
     def losses(self, model: Any, rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,10 +322,24 @@ def _plan(targets: Sequence[Target], groups: Sequence[int], shares_prefixes: boo
     return seqs, seq_of
 
 
-def _pad(
-    seqs: Sequence[tuple[int, ...]], pad_id: int, side: str, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Pad to the longest sequence; returns ids, attention mask and each sequence's start offset."""
+@dataclass(frozen=True)
+class _Batch:
+    """Token ids of one forward and where each input sequence sits in it (``row``, start ``offset``).
+
+    Padded: one sequence per row, ``attention_mask`` marks the real tokens. Packed: several sequences per row,
+    back to back, ``position_ids`` restarting at 0 for each, and no attention mask (the model derives the
+    block-diagonal causal mask from the position resets).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    position_ids: torch.Tensor | None
+    row: list[int]
+    offset: list[int]
+
+
+def _pad(seqs: Sequence[tuple[int, ...]], pad_id: int, side: str, device: torch.device) -> _Batch:
+    """One sequence per row, padded to the longest."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -329,7 +349,37 @@ def _pad(
         ids[i, start : start + len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, start : start + len(s)] = 1
         offsets.append(start)
-    return ids.to(device), mask.to(device), offsets
+    mask = mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    return _Batch(ids.to(device), mask, positions, list(range(len(seqs))), offsets)
+
+
+PACK_WIDTH = 256  # tokens per packed row: attention work grows with the row width, padding waste shrinks
+
+
+def _pack(seqs: Sequence[tuple[int, ...]], pad_id: int, device: torch.device, width: int = PACK_WIDTH) -> _Batch:
+    """Sequences packed into ⌈Σ len / ``width``⌉ rows of about equal length (longest first, each into the
+    row with the fewest tokens so far).
+
+    A forward then computes about Σ len(seq) tokens instead of rows × longest: causal targets have prefixes
+    of very different lengths (a sentence-initial pronoun reads one BOS token), so padding to the longest
+    wastes half or more of a batch. Each row's tail is padded with one-token segments at position 0.
+    """
+    fill = [0] * min(len(seqs), -(-sum(len(s) for s in seqs) // width))
+    row, offset = [0] * len(seqs), [0] * len(seqs)
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        r = min(range(len(fill)), key=fill.__getitem__)
+        row[i], offset[i] = r, fill[r]
+        fill[r] += len(seqs[i])
+    length = max(fill)
+    ids = torch.full((len(fill), length), pad_id, dtype=torch.long)
+    positions = torch.arange(length).repeat(len(fill), 1)
+    for i, s in enumerate(seqs):
+        ids[row[i], offset[i] : offset[i] + len(s)] = torch.tensor(s, dtype=torch.long)
+        positions[row[i], offset[i] : offset[i] + len(s)] = torch.arange(len(s))
+    for r, used in enumerate(fill):  # pads at position 0, each a segment of its own (as with left padding)
+        positions[r, used:] = 0
+    return _Batch(ids.to(device), None, positions.to(device), row, offset)
 
 
 def _max_positions(model: Any) -> int | None:
@@ -339,34 +389,49 @@ def _max_positions(model: Any) -> int | None:
 
 @dataclass
 class _Split:
-    """How to run a model: backbone + head on gathered positions, or (head=None) the full forward."""
+    """How to run a model: backbone + head on gathered positions, or (head=None) the full forward.
+
+    ``packing``: per attention implementation, whether the model reads packed sequences (restarting
+    ``position_ids``, no attention mask) exactly as the same sequences padded, verified numerically on first
+    use (transformers ≥ 5 derives the block-diagonal mask from the position resets).
+    """
 
     backbone: Any
     head: Any | None
     kwargs: frozenset[str]
+    packing: dict[str | None, bool] = field(default_factory=dict)
+
+    def packs(self, model: Any) -> bool:
+        impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        if impl not in self.packing:
+            self.packing[impl] = "position_ids" in self.kwargs and _packing_matches(model, self)
+        return self.packing[impl]
 
 
 _SPLITS: weakref.WeakKeyDictionary[Any, _Split] = weakref.WeakKeyDictionary()
 
 
-def _logits_at(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-) -> torch.Tensor:
-    """Vocabulary logits at the (row, col) positions of the padded batch, shape [len(rows), vocab]."""
+def _split_of(model: Any) -> _Split:
     split = _SPLITS.get(model)
     if split is None:
         split = _SPLITS[model] = _find_split(model)
-    kwargs = _forward_kwargs(split.kwargs, attention_mask)
+    return split
+
+
+def _logits_at(model: Any, batch: _Batch, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits at the (row, col) positions of the batch, shape [len(rows), vocab]."""
+    split = _split_of(model)
+    kwargs = _forward_kwargs(split.kwargs, batch)
     if split.head is None:
-        return model(input_ids=input_ids, **kwargs).logits[rows, cols]
-    hidden = split.backbone(input_ids=input_ids, **kwargs)[0]
+        return model(input_ids=batch.input_ids, **kwargs).logits[rows, cols]
+    hidden = split.backbone(input_ids=batch.input_ids, **kwargs)[0]
     return split.head(hidden[rows, cols])
 
 
-def _forward_kwargs(accepted: frozenset[str], attention_mask: torch.Tensor) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"attention_mask": attention_mask}
-    if "position_ids" in accepted:  # left padding must not shift positions
-        kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+def _forward_kwargs(accepted: frozenset[str], batch: _Batch) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask}
+    if "position_ids" in accepted and batch.position_ids is not None:
+        kwargs["position_ids"] = batch.position_ids
     if "use_cache" in accepted:
         kwargs["use_cache"] = False
     return kwargs
@@ -387,14 +452,42 @@ def _accepted(module: Any) -> frozenset[str]:
     return frozenset(inspect.signature(module.forward).parameters)
 
 
+def _probe(model: Any) -> list[tuple[int, ...]]:
+    """Two short token sequences inside the model's vocabulary, for the numerical checks."""
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 100) or 100)
+    return [tuple(range(5, 12)), tuple(range(min(20, vocab - 4), min(20, vocab - 4) + 4))]
+
+
 @torch.no_grad()
 def _split_matches(model: Any, split: _Split, full: _Split) -> bool:
     """Numerical check that head(backbone(x)) equals the model's own logits on a short input."""
     device = next(model.parameters()).device
-    ids = torch.arange(5, 12, device=device).unsqueeze(0)
-    mask = torch.ones_like(ids)
-    expected = model(input_ids=ids, **_forward_kwargs(full.kwargs, mask)).logits[0]
-    got = split.head(split.backbone(input_ids=ids, **_forward_kwargs(split.kwargs, mask))[0][0])
-    tol = 1e-4 * max(1.0, float(expected.abs().max()))
-    return got.shape == expected.shape and bool(torch.allclose(got.float(), expected.float(), atol=tol, rtol=1e-4))
+    batch = _pad(_probe(model)[:1], 0, "right", device)
+    expected = model(input_ids=batch.input_ids, **_forward_kwargs(full.kwargs, batch)).logits[0]
+    got = split.head(split.backbone(input_ids=batch.input_ids, **_forward_kwargs(split.kwargs, batch))[0][0])
+    return got.shape == expected.shape and _close(got, expected)
 
+
+@torch.no_grad()
+def _packing_matches(model: Any, split: _Split) -> bool:
+    """Whether two sequences packed into one row give the hidden states they give padded (no cross-talk)."""
+    device = next(model.parameters()).device
+    seqs = _probe(model)
+    padded = _pad(seqs, 0, "right", device)
+    packed = _pack(seqs, 0, device, width=sum(len(s) for s in seqs))  # both in one row
+    try:
+        a = split.backbone(input_ids=padded.input_ids, **_forward_kwargs(split.kwargs, padded))[0]
+        b = split.backbone(input_ids=packed.input_ids, **_forward_kwargs(split.kwargs, packed))[0]
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    for i, s in enumerate(seqs):
+        x = a[padded.row[i], padded.offset[i] : padded.offset[i] + len(s)]
+        y = b[packed.row[i], packed.offset[i] : packed.offset[i] + len(s)]
+        if x.shape != y.shape or not _close(y, x):
+            return False
+    return True
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    tol = 1e-4 * max(1.0, float(expected.abs().max()))
+    return bool(torch.allclose(got.float(), expected.float(), atol=tol, rtol=1e-4))
