@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_TRIM_THRESHOLD = 2**31 - 1  # the largest value mallopt takes: keep up to 2 GiB of free heap top
+_TRIM_THRESHOLD = -1  # never trim the heap top (mallopt(3): -1 disables trimming)
 
 _state: dict[str, bool] = {}
 
