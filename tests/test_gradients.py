@@ -293,14 +293,16 @@ def test_pre_prune_int_count_and_no_op(tiny_bert):
 
 
 def test_batched_backward_equals_one_backward_per_loss(tiny_any):
-    """pair_gradients backpropagates factual and alternative in one batched pass; each equals its own pass."""
+    """Large models backpropagate factual and alternative in one batched pass; each equals its own pass."""
     computer = GradientComputer(tiny_any, select_parameters(tiny_any.model))
+    assert computer._batched is False  # a tiny model: below BATCHED_BACKWARD_MIN_PARAMS
+    computer._batched = None  # as for a large model: try the batched backward
     rows = make_pairs(3)
     f, a = computer.pair_gradients(rows)
     assert computer._batched is True
     assert_vec_close(f, computer.mean_gradient(rows, "factual"))
     assert_vec_close(a, computer.mean_gradient(rows, "alternative"))
-    computer._batched = False  # the fallback a model without vmap rules gets: one retained backward per loss
+    computer._batched = False  # small models, or no vmap rules: one retained backward per loss
     f2, a2 = computer.pair_gradients(rows)
     assert_vec_close(f2, f)
     assert_vec_close(a2, a)
