@@ -12,6 +12,7 @@ from gradiend.gradients.batches import batch_schedule, needed_kinds
 from gradiend.gradients.prune import importance, stratified_sample, top_k_indices
 from gradiend.lm.objectives import objective_for
 from gradiend.lm.params import ParamSelection, select_parameters
+from gradiend.stages import GradientConfig
 
 SENTENCES = [
     "Yesterday [MASK] added pepper to the soup.",
@@ -248,8 +249,17 @@ def test_validation_gradients(tiny_gpt2):
     assert x.shape == (4, computer.input_dim) and x.dtype == torch.float32
     assert labels.tolist() == [-1.0, -1.0, 1.0, 1.0]
     assert torch.isfinite(x).all() and (x.abs().sum(1) > 0).all()
-    with pytest.raises(GradiendError, match="validation gradients need .* pre-prune the selection or lower max_rows"):
+    with pytest.raises(GradiendError, match="validation gradients need .* lower max_rows, or store them as bfloat16"):
         validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4, max_bytes=1000)
+    half, _ = validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), x, rtol=8e-3, atol=1e-6 * float(x.abs().max()))
+    need = 4 * computer.input_dim * 2
+    with pytest.raises(GradiendError, match=r"bfloat16\); the limit is .* lower max_rows$"):
+        validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4, dtype=torch.bfloat16,
+                             max_bytes=need - 1)
+    with pytest.raises(GradiendError, match="validation_dtype must be one of"):
+        GradientConfig(validation_dtype="float16")
 
 
 # --- pre-pruning -------------------------------------------------------------------------------

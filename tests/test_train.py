@@ -272,3 +272,17 @@ def test_validation_needs_both_classes():
     only_pos = ValidationSet.from_tensors(torch.randn(4, 64), torch.ones(4))
     with pytest.raises(GradiendError, match="needs rows of both classes"):
         fit(p.batches, input_dim=64, validation=only_pos, progress=False)
+
+
+def test_bfloat16_validation_set_scores_like_float32():
+    """A bfloat16 validation matrix is upcast chunk by chunk; the scores match float32 to ~1e-3."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([1.0, -1.0] * 20)
+    x = labels[:, None] * torch.randn(64, generator=gen) + 0.5 * torch.randn(40, 64, generator=gen)
+    full = fit([GradientBatch(x[0], -x[0], 1.0, "A->B", 1)] * 5, input_dim=64, config=TrainConfig(lr=1e-2),
+               validation=ValidationSet.from_tensors(x, labels), progress=False)
+    half = fit([GradientBatch(x[0], -x[0], 1.0, "A->B", 1)] * 5, input_dim=64, config=TrainConfig(lr=1e-2),
+               validation=ValidationSet.from_tensors(x.bfloat16(), labels, chunk_rows=7), progress=False)
+    for a, b in zip(full.log, half.log, strict=True):
+        assert b["correlation"] == pytest.approx(a["correlation"], abs=5e-3)
+

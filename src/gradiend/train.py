@@ -105,11 +105,14 @@ class ValidationSet:
     chunks: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
     @classmethod
-    def from_tensors(cls, x: torch.Tensor, labels: torch.Tensor, chunk_rows: int = 512) -> ValidationSet:
+    def from_tensors(cls, x: torch.Tensor, labels: torch.Tensor, chunk_rows: int | None = None) -> ValidationSet:
+        """Chunks of ``chunk_rows`` rows (default: about 256 MiB of float32 each, since a bfloat16 ``x`` is
+        upcast one chunk at a time for the encodings)."""
         if x.dim() != 2 or labels.shape != (x.shape[0],):
             raise GradiendError(f"validation x must be (rows, n) with one label per row; got {tuple(x.shape)}, "
                                 f"{tuple(labels.shape)}")
-        return cls(lambda: zip(x.split(chunk_rows), labels.split(chunk_rows), strict=True))
+        rows = chunk_rows or max(1, min(512, (256 * 2**20) // max(4 * x.shape[1], 1)))
+        return cls(lambda: zip(x.split(rows), labels.split(rows), strict=True))
 
 
 @dataclass(frozen=True)
