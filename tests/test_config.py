@@ -242,3 +242,20 @@ def test_the_module_docstring_example_loads() -> None:
     example = module.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
     config = loads_config("\n".join(line.removeprefix("    ") for line in example.splitlines()))
     assert config.model.spec == "offline:smollm2-135m" and config.class_ids == ("3SG", "3PL")
+
+
+def test_class_constraints_reach_the_feature() -> None:
+    """[data.constraints.<class>] sets spaCy constraints on that class; unknown classes and keys are named."""
+    from gradiend.pipeline import feature_of
+
+    text = MINIMAL + '[data.constraints.3SG]\npos = "PRON"\nmorph = "Number=Sing|Person=3"\n'
+    config = loads_config(text)
+    feature = feature_of(config)
+    assert [(c.id, c.pos, c.morph, c.needs_spacy) for c in feature.classes] == [
+        ("3SG", "PRON", "Number=Sing|Person=3", True), ("3PL", None, None, False)]
+    assert loads_config(config.to_toml()) == config
+    assert config.fingerprint("data") != loads_config(MINIMAL).fingerprint("data")
+    with pytest.raises(GradiendError, match=r"\[data.constraints\] names class\(es\) \['3S'\]; classes: 3SG, 3PL"):
+        loads_config(MINIMAL + '[data.constraints.3S]\npos = "PRON"\n')
+    with pytest.raises(GradiendError, match=r"unknown key 'lemmas' in \[data.constraints.3SG\]; did you mean 'lemma'"):
+        loads_config(MINIMAL + "[data.constraints.3SG]\nlemmas = true\n")

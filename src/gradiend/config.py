@@ -73,15 +73,33 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ClassConstraints:
+    """What a match of one class must also be (``[data.constraints.<class id>]``; see ``FeatureClass``).
+
+    ``pos``/``dep`` list alternatives separated by ``|`` (``"PRON|DET"``), ``morph`` features that must all hold
+    (``"Number=Sing|Person=3"``); ``lemma = true`` matches every inflected form of the targets. Any of these
+    runs the data stage through spaCy (``[data.options] spacy_model``).
+    """
+
+    pos: str | None = None
+    dep: str | None = None
+    morph: str | None = None
+    lemma: bool = False
+    case_sensitive: bool = False
+
+
+@dataclass(frozen=True)
 class DataSection:
     """Where the text comes from, the feature classes, and how the pairs table is made (``options``).
 
     ``texts`` and the keyword fields are the arguments of :func:`gradiend.data.create_data`; ``classes`` maps
-    each class id to its target words, in order (the first class is the positive one).
+    each class id to its target words, in order (the first class is the positive one); ``constraints``
+    optionally narrows a class's matches by part of speech, dependency, morphology or lemma.
     """
 
     texts: str | tuple[str, ...]  # offline:<name>, a file path, a Hugging Face dataset id, or inline texts
     classes: dict[str, tuple[str, ...]]
+    constraints: dict[str, ClassConstraints] = field(default_factory=dict)
     text_column: str = "text"
     id_column: str | None = None
     max_documents: int | None = None
@@ -405,6 +423,9 @@ def _check_cross_sections(config: ExperimentConfig) -> None:
         for word in words:
             if owner.setdefault(word.casefold(), cid) != cid:
                 raise GradiendError(f"[data.classes] the word {word!r} is in both {owner[word.casefold()]!r} and {cid!r}")
+    unknown = [cid for cid in config.data.constraints if cid not in classes]
+    if unknown:
+        raise GradiendError(f"[data.constraints] names class(es) {unknown}; classes: {', '.join(classes)}")
     rewrite = config.rewrite
     for key in ("strengthen", "weaken"):
         for cid in getattr(rewrite, key, ()):

@@ -29,7 +29,7 @@ import pandas as pd
 from gradiend import __version__
 from gradiend import constants as C
 from gradiend.config import ExperimentConfig, save_config, stage_fingerprint
-from gradiend.data import Feature, FeatureData, create_data, load_data
+from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_data
 from gradiend.errors import GradiendError
 from gradiend.io import read_json, write_json, write_jsonl
 from gradiend.lm.load import LoadedModel, load_model
@@ -159,7 +159,12 @@ def run(
 
 
 def feature_of(config: ExperimentConfig) -> Feature:
-    return Feature.from_mapping({k: list(v) for k, v in config.data.classes.items()})
+    """The configured feature: classes in order, each with its ``[data.constraints]`` if any."""
+    constraints = config.data.constraints
+    return Feature(tuple(
+        FeatureClass(cid, tuple(words), **(asdict(constraints[cid]) if cid in constraints else {}))
+        for cid, words in config.data.classes.items()
+    ))
 
 
 def stage_data(r: Run) -> FeatureData:

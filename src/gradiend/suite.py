@@ -12,6 +12,7 @@ A suite file names feature classes once and says which features to build from th
     ...
 
     [base]            # every section of a run config except data.classes, shared by all features
+                      # ([base.data.constraints.<class>] apply to the features that use the class)
     [base.model]
     spec = "offline:splade-tiny"
     [base.data]
@@ -104,6 +105,13 @@ def suite_from_dict(raw: Mapping[str, Any]) -> Suite:
         if "classes" in data:
             raise GradiendError("[base.data] must not set classes: the suite's [classes] and features decide them")
         data["classes"] = {a: _class_words(classes, a), b: _class_words(classes, b)}
+        constraints = data.get("constraints")
+        if isinstance(constraints, Mapping):  # [base.data.constraints.<class>]: each feature takes its own
+            unknown = [c for c in constraints if c not in classes]
+            if unknown:
+                raise GradiendError(f"[base.data.constraints] names unknown class(es) {unknown}; classes: "
+                                    f"{', '.join(classes)}")
+            data["constraints"] = {c: v for c, v in constraints.items() if c in (a, b)}
         cfg["name"] = f"{a}_vs_{b}"
         cfg["output_dir"] = str(Path(output_dir) / name)
         rewrite = cfg.setdefault("rewrite", {})
