@@ -6,7 +6,8 @@
 2. One P2 training step's gradient work on SmolLM2-135M: ``pair_gradients`` of 16 train rows of the P1/P2
    data (3SG → 3PL, full backbone), one forward + two backward passes. FLOPs ≈ 5 × forward, forward ≈ 2 · N · T (N = non-embedding
    parameters, T = tokens) + 2 · V · d per row for the LM head at the target position; each backward ≈ 2 ×
-   forward. T is counted from the real (unpadded) tokens of the rows, and also given padded (rows × longest).
+   forward. T is counted from the real (unpadded) tokens of the rows; ``tokens_computed`` is what the forward
+   runs on (sequences packed several per row), ``tokens_padded`` what padding to the longest would cost.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ def p2_rows(n: int) -> list[dict[str, str]]:
             for m, f, a in zip(sample["masked"], sample["factual"], sample["alternative"], strict=True)]
 
 
+def computed_tokens(computer: GradientComputer, rows: list[dict[str, str]]) -> int:
+    """Tokens the forward actually runs on: the packed rows × their length (or padded, where not packed)."""
+    from gradiend.lm.objectives import _pack, _pad, _plan, _split_of, as_pair_rows
+
+    objective, model = computer.objective, computer.lm.model
+    pair_rows = as_pair_rows(rows)
+    targets = [objective.target(r.masked, r.factual) for r in pair_rows]
+    targets += [objective.target(r.masked, r.alternative) for r in pair_rows]
+    seqs, _ = _plan(targets, list(range(len(pair_rows))) * 2, objective.shares_prefixes)
+    batch = _pack(seqs, 0, "cpu") if _split_of(model).packs(model) else _pad(seqs, 0, "right", "cpu")
+    return int(batch.input_ids.numel())
+
+
 def gradient_stage(rows_n: int, repeats: int, source: str) -> dict:
     lm = load_model("offline:smollm2-135m")
     model = lm.model
@@ -59,6 +73,7 @@ def gradient_stage(rows_n: int, repeats: int, source: str) -> dict:
     rows = p2_rows(rows_n) if source == "p2" else wiki_rows(rows_n)
     lengths = [len(computer.objective.target(r["masked"], r["factual"]).ids) for r in rows]
     tokens, padded = sum(lengths), len(lengths) * max(lengths)
+    computed = computed_tokens(computer, rows)
     emb = model.get_input_embeddings().weight
     vocab, dim = emb.shape
     n_non_embedding = sum(p.numel() for p in model.parameters()) - emb.numel()
@@ -70,6 +85,7 @@ def gradient_stage(rows_n: int, repeats: int, source: str) -> dict:
     runs = timed(lambda: computer.pair_gradients(rows), repeats)
     med = statistics.median(runs)
     return {"model": "smollm2-135m", "rows": len(rows), "rows_from": source, "tokens_real": tokens, "tokens_padded": padded,
+            "tokens_computed": computed,
             "params_non_embedding": n_non_embedding, "vocab": vocab, "hidden": dim,
             "gflop_per_step_real": round(flops(tokens) / 1e9, 1), "gflop_per_step_padded": round(flops(padded) / 1e9, 1),
             "median_s": round(med, 3), "runs_s": [round(r, 3) for r in runs],

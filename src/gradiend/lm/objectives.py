@@ -167,7 +167,7 @@ class _TokenObjective:
         """
         seqs, seq_of = _plan(targets, groups, self.shares_prefixes)
         device = next(model.parameters()).device
-        if pack and len(seqs) > 1 and _split_of(model).packs(model):
+        if pack and _padding_waste(seqs) > PACK_MIN_WASTE and _split_of(model).packs(model):
             batch = _pack(seqs, self.pad_id, device)
         else:
             batch = _pad(seqs, self.pad_id, self.padding_side, device)
@@ -355,6 +355,17 @@ def _pad(seqs: Sequence[tuple[int, ...]], pad_id: int, side: str, device: torch.
 
 
 PACK_WIDTH = 256  # tokens per packed row: attention work grows with the row width, padding waste shrinks
+PACK_MIN_WASTE = 0.2  # pack only when padding to the longest would add more than this share of tokens
+
+
+def _padding_waste(seqs: Sequence[tuple[int, ...]]) -> float:
+    """Extra tokens padding to the longest would compute, as a share of the real ones.
+
+    Packing saves that matmul work but widens the rows, so attention (per token ∝ row width) costs more; on
+    batches of nearly equal lengths padding is the cheaper layout.
+    """
+    total = sum(len(s) for s in seqs)
+    return len(seqs) * max(len(s) for s in seqs) / total - 1 if total else 0.0
 
 
 def _pack(seqs: Sequence[tuple[int, ...]], pad_id: int, device: torch.device, width: int = PACK_WIDTH) -> _Batch:
