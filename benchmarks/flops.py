@@ -55,14 +55,15 @@ def p2_rows(n: int) -> list[dict[str, str]]:
 
 def computed_tokens(computer: GradientComputer, rows: list[dict[str, str]]) -> int:
     """Tokens the forward actually runs on: the packed rows × their length (or padded, where not packed)."""
-    from gradiend.lm.objectives import _pack, _pad, _plan, _split_of, as_pair_rows
+    from gradiend.lm.forward import model_split, pack, pad
+    from gradiend.lm.objectives import _plan, as_pair_rows
 
     objective, model = computer.objective, computer.lm.model
     pair_rows = as_pair_rows(rows)
     targets = [objective.target(r.masked, r.factual) for r in pair_rows]
     targets += [objective.target(r.masked, r.alternative) for r in pair_rows]
     seqs, _ = _plan(targets, list(range(len(pair_rows))) * 2, objective.shares_prefixes)
-    batch = _pack(seqs, 0, "cpu") if _split_of(model).packs(model) else _pad(seqs, 0, "right", "cpu")
+    batch = pack(seqs, 0, "cpu") if model_split(model).packs(model) else pad(seqs, 0, "right", "cpu")
     return int(batch.input_ids.numel())
 
 

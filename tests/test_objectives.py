@@ -219,10 +219,10 @@ def test_smollm2_pronoun_probabilities_are_plausible(smollm2):
 
 
 def test_pack_layout_restarts_positions_and_balances_rows():
-    from gradiend.lm.objectives import PACK_MIN_WASTE, _pack, _padding_waste
+    from gradiend.lm.forward import PACK_MIN_WASTE, pack, padding_waste
 
     seqs = [tuple(range(100, 100 + n)) for n in (57, 40, 35, 30, 12, 3)]  # 177 tokens
-    batch = _pack(seqs, pad_id=0, device=torch.device("cpu"), width=100)
+    batch = pack(seqs, pad_id=0, device=torch.device("cpu"), width=100)
     assert tuple(batch.input_ids.shape) == (2, 90) and batch.attention_mask is None  # ⌈177/100⌉ rows: 57+30+3, 40+35+12
     seen = torch.zeros_like(batch.input_ids, dtype=torch.bool)
     for s, r, o in zip(seqs, batch.row, batch.offset, strict=True):
@@ -231,26 +231,27 @@ def test_pack_layout_restarts_positions_and_balances_rows():
         assert not seen[r, o : o + len(s)].any()  # no two sequences overlap
         seen[r, o : o + len(s)] = True
     assert (batch.position_ids[~seen] == 0).all() and (batch.input_ids[~seen] == 0).all()  # pads: own segments
-    one_long = _pack([tuple(range(300))] + seqs[-1:], pad_id=0, device=torch.device("cpu"), width=100)
+    one_long = pack([tuple(range(300))] + seqs[-1:], pad_id=0, device=torch.device("cpu"), width=100)
     assert tuple(one_long.input_ids.shape) == (2, 300)  # never more rows than sequences
     # packing pays only when padding to the longest wastes tokens: 6 × 57 = 342 for 177 real ones
-    assert _padding_waste(seqs) == pytest.approx(342 / 177 - 1)
-    assert _padding_waste([(1, 2, 3)] * 4) == 0.0 < PACK_MIN_WASTE
+    assert padding_waste(seqs) == pytest.approx(342 / 177 - 1)
+    assert padding_waste([(1, 2, 3)] * 4) == 0.0 < PACK_MIN_WASTE
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_packed_causal_batch_equals_padded(kind, tiny_gpt2, tiny_llama):
     """Several sequences per row (restarting positions, block-diagonal attention) = one per row, padded."""
-    from gradiend.lm.objectives import PACK_MIN_WASTE, _padding_waste, _plan, _split_of
+    from gradiend.lm.forward import PACK_MIN_WASTE, model_split, padding_waste
+    from gradiend.lm.objectives import _plan
 
     lm = {"gpt2": tiny_gpt2, "llama": tiny_llama}[kind]
     obj = objective_for(lm)
     rows = [*ROWS, {"masked": "[MASK] left early.", "factual": "she", "alternative": "unbelievably"}]  # BOS, 2 inputs
     packed, padded = obj.row_losses(lm.model, rows), obj.row_losses(lm.model, rows, pack=False)
-    assert _split_of(lm.model).packs(lm.model)
+    assert model_split(lm.model).packs(lm.model)
     targets = [obj.target(r["masked"], r[w]) for w in ("factual", "alternative") for r in rows]
     seqs, _ = _plan(targets, list(range(len(rows))) * 2, obj.shares_prefixes)
-    assert _padding_waste(seqs) > PACK_MIN_WASTE  # so row_losses did pack them
+    assert padding_waste(seqs) > PACK_MIN_WASTE  # so row_losses did pack them
     for a, b in zip(packed, padded, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     _assert_grads_close(_grads(lm.model, packed[0].sum() - packed[1].sum()),
@@ -259,7 +260,7 @@ def test_packed_causal_batch_equals_padded(kind, tiny_gpt2, tiny_llama):
 
 def test_masked_lm_is_not_packed(tiny_bert):
     """BERT attends over the whole row: the numerical check refuses packing, so the batch is padded."""
-    from gradiend.lm.objectives import _split_of
+    from gradiend.lm.forward import model_split
 
     objective_for(tiny_bert).row_losses(tiny_bert.model, ROWS)
-    assert _split_of(tiny_bert.model).packs(tiny_bert.model) is False
+    assert model_split(tiny_bert.model).packs(tiny_bert.model) is False
