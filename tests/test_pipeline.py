@@ -42,6 +42,8 @@ validation_rows = 8
 lr = 1e-3
 steps = 4
 eval_every = 2
+post_prune_topk = 0.5
+post_prune_steps = 2
 
 [eval]
 max_rows = 6
@@ -94,6 +96,13 @@ def test_report_numbers_match_metric_files(finished_run):
     enc = json.loads((result.run_dir / "metrics/encoder.json").read_text())
     html = result.report.read_text()
     assert f'{enc["pearson"]["value"]:.3f}' in html
+    pp = json.loads((result.run_dir / "gradiend/config.json").read_text())["training"]["post_prune"]
+    assert pp["steps"] == 2 and pp["lr"] == pytest.approx(1e-3 * 2, rel=1e-3)  # lr × before/after, half kept
+    assert (f"Post-prune kept {pp['input_dim']} input dimensions (top 0.5 by decoder weight); validation correlation "
+            f"right after pruning {pp['correlation_after_prune']:.4f}, after 2 fine-tune steps (lr {pp['lr']:.3g}) "
+            f"{pp['correlation']:.4f}.") in html
+    log = [json.loads(x) for x in (result.run_dir / "metrics/training.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if e["phase"] == "post-prune"] == [4, 6]
 
 
 def test_fixed_rewrite_adds_alpha_times_decoder_output(finished_run):

@@ -33,6 +33,17 @@ def test_suite_refuses_classes_in_base_and_unknown_keys():
         suite_from_dict({"name": "s", "classes": CLASSES, "base": BASE, "feature": "all_pairs"})
 
 
+def test_suite_class_constraints_go_to_the_features_that_use_the_class():
+    data = {**BASE["data"], "constraints": {"3SG": {"pos": "PRON"}}}
+    suite = suite_from_dict({"name": "s", "classes": CLASSES, "base": {**BASE, "data": data}})
+    for run in suite.runs:
+        expected = {"3SG": ("PRON", None)} if "3SG" in run.data.classes else {}
+        assert {c: (k.pos, k.morph) for c, k in run.data.constraints.items()} == expected
+    with pytest.raises(GradiendError, match=r"\[base.data.constraints\] names unknown class\(es\) \['nope'\]"):
+        suite_from_dict({"name": "s", "classes": CLASSES,
+                         "base": {**BASE, "data": {**BASE["data"], "constraints": {"nope": {"pos": "X"}}}}})
+
+
 def test_bundled_suite_example_loads():
     suite = load_suite(example_path("splade-english-suite.toml"))
     assert [c.name for c in suite.runs][:2] == ["3SG_vs_3PL", "he_vs_she"]

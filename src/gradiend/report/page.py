@@ -155,7 +155,9 @@ def _post_prune_note(run: RunData) -> str:
     if isinstance(before, float):
         text += f"; validation correlation right after pruning {num(before, 4)}"
     if pp.get("steps") and isinstance(after, float):
-        text += f", after {pp['steps']} fine-tune steps (lr {pp.get('lr'):.3g}) {num(after, 4)}"
+        lr = pp.get("lr")
+        at = f" (lr {lr:.3g})" if isinstance(lr, (int, float)) else ""
+        text += f", after {pp['steps']} fine-tune steps{at} {num(after, 4)}"
     return f"<p>{H.esc(text)}.</p>"
 
 
