@@ -13,9 +13,9 @@ from gradiend.evaluate.lm_metrics import (
     causal_token_nll,
     lms,
     masked_positions,
-    pad_batch,
     word_pattern,
 )
+from gradiend.lm.forward import pad
 
 TEXTS = [
     "The river flows slowly through the old town.",
@@ -88,8 +88,8 @@ def test_causal_nll_equals_hand_computed_shifted_cross_entropy(make_tiny, kind):
     assert result.lms == pytest.approx(1 / (1 + total / count), rel=1e-6)
     rows = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
     for side in ("left", "right"):
-        ids, mask = pad_batch(rows, pad_id=0, side=side)
-        s, n = causal_token_nll(lm.model, ids, mask)
+        batch = pad([tuple(r) for r in rows], 0, side, torch.device("cpu"))
+        s, n = causal_token_nll(lm.model, batch.input_ids, batch.attention_mask)
         assert n == count
         assert s == pytest.approx(total, rel=1e-5), side
 

@@ -219,7 +219,7 @@ def test_smollm2_pronoun_probabilities_are_plausible(smollm2):
 
 
 def test_pack_layout_restarts_positions_and_balances_rows():
-    from gradiend.lm.forward import PACK_MIN_WASTE, pack, padding_waste
+    from gradiend.lm.forward import PACK_MIN_WASTE, pack, pad, padding_waste
 
     seqs = [tuple(range(100, 100 + n)) for n in (57, 40, 35, 30, 12, 3)]  # 177 tokens
     batch = pack(seqs, pad_id=0, device=torch.device("cpu"), width=100)
@@ -236,6 +236,8 @@ def test_pack_layout_restarts_positions_and_balances_rows():
     # packing pays only when padding to the longest wastes tokens: 6 × 57 = 342 for 177 real ones
     assert padding_waste(seqs) == pytest.approx(342 / 177 - 1)
     assert padding_waste([(1, 2, 3)] * 4) == 0.0 < PACK_MIN_WASTE
+    with pytest.raises(GradiendError, match="padding side must be 'left' or 'right', got 'middle'"):
+        pad(seqs, pad_id=0, side="middle", device=torch.device("cpu"))
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

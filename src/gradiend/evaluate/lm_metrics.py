@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from gradiend.errors import GradiendError
+from gradiend.lm import forward
 from gradiend.lm.load import LoadedModel, ModelFamily
 
 MASK_FRACTION = 0.15
@@ -148,25 +149,14 @@ def _exclude_by_id(tokenizer: Any, ids: list[int], scorable: list[bool], pattern
     return out
 
 
+CPU = torch.device("cpu")  # batches are built here and moved to the model's device where it runs
+
+
 def _pad_id(tokenizer: Any) -> int:
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if tid is not None:
             return int(tid)
     return 0
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask) for variable-length id lists, padded to the longest on ``side``."""
-    if side not in ("left", "right"):
-        raise GradiendError(f"padding side must be 'left' or 'right', got {side!r}")
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
-        ids[i, sl] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, sl] = 1
-    return ids, mask
 
 
 def _batches(items: list[_Encoded], batch_size: int) -> Iterable[list[_Encoded]]:
@@ -215,8 +205,9 @@ def _causal_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int) -> LMSR
     total, count = 0.0, 0
     pad = _pad_id(lm.tokenizer)
     for batch in _batches(items, batch_size):
-        ids, mask = pad_batch([b.ids for b in batch], pad)
-        scorable, _ = pad_batch([[int(s) for s in b.scorable] for b in batch], 0)
+        padded = forward.pad([tuple(b.ids) for b in batch], pad, "right", CPU)
+        ids, mask = padded.input_ids, padded.attention_mask
+        scorable = forward.pad([tuple(int(s) for s in b.scorable) for b in batch], 0, "right", CPU).input_ids
         s, n = causal_token_nll(lm.model, ids, mask, scorable.bool())
         total, count = total + s, count + n
     if count == 0:
@@ -260,7 +251,8 @@ def _masked_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int, seed: i
     work.sort(key=lambda w: len(w[0].ids))
     for start in range(0, len(work), batch_size):
         chunk = work[start : start + batch_size]
-        ids, attn = pad_batch([it.ids for it, _ in chunk], _pad_id(lm.tokenizer))
+        padded = forward.pad([tuple(it.ids) for it, _ in chunk], _pad_id(lm.tokenizer), "right", CPU)
+        ids, attn = padded.input_ids, padded.attention_mask
         masked = torch.zeros_like(ids, dtype=torch.bool)
         for row, (_, pos) in enumerate(chunk):
             masked[row, pos] = True

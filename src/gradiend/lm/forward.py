@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from gradiend.errors import GradiendError
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -39,7 +41,9 @@ class Batch:
 
 
 def pad(seqs: Sequence[tuple[int, ...]], pad_id: int, side: str, device: torch.device) -> Batch:
-    """One sequence per row, padded to the longest."""
+    """One sequence per row, padded to the longest on ``side`` ("left" or "right")."""
+    if side not in ("left", "right"):
+        raise GradiendError(f"padding side must be 'left' or 'right', got {side!r}")
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
