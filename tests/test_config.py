@@ -111,8 +111,8 @@ def test_ints_are_accepted_where_numbers_are_expected() -> None:
     ("old", "message"),
     [
         ('spec = "offline:smollm2-135m"', r"missing required key 'spec' in \[model\]; e.g. spec = "),
-        ('texts = "offline:wiki-en"', r"missing required key 'texts' in \[data\]"),
-        ('[data.classes]\n3SG = ["he", "she", "it"]\n3PL = ["they"]', r"missing required key 'classes' in \[data\]"),
+        ('texts = "offline:wiki-en"', r"\[data\] needs exactly one of texts \(raw text to mine\) and table"),
+        ('[data.classes]\n3SG = ["he", "she", "it"]\n3PL = ["they"]', r"\[data\] with texts needs \[data.classes\]"),
     ],
 )
 def test_missing_required_keys(old: str, message: str) -> None:

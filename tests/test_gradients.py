@@ -13,6 +13,7 @@ from gradiend.gradients.prune import importance, stratified_sample, top_k_indice
 from gradiend.lm.objectives import objective_for
 from gradiend.lm.params import ParamSelection, select_parameters
 from gradiend.stages import GradientConfig
+from gradiend.tasks import Task
 
 SENTENCES = [
     "Yesterday [MASK] added pepper to the soup.",
@@ -205,7 +206,7 @@ def test_needed_kinds():
 def test_training_batches_hold_one_transition_with_source_labels(tiny_bert):
     computer = GradientComputer(tiny_bert, select_parameters(tiny_bert.model, layers=[1]))
     pairs = pd.concat([make_pairs(5), make_pairs(2, split="validation")], ignore_index=True)
-    batches = list(iter_training_batches(computer, pairs, classes=("3SG", "3PL"), batch_rows=2, seed=3, steps=4))
+    batches = list(iter_training_batches(computer, pairs, task=Task.pair("3SG", "3PL"), batch_rows=2, seed=3, steps=4))
     assert len(batches) == 4
     assert {b.transition for b in batches} == {"3SG->3PL", "3PL->3SG"}
     for b in batches:
@@ -213,10 +214,10 @@ def test_training_batches_hold_one_transition_with_source_labels(tiny_bert):
         assert b.label == (-1.0 if b.transition == "3SG->3PL" else 1.0)
         assert b.factual is not None and b.alternative is not None and b.n_rows == 2
     only_alt = next(
-        iter_training_batches(computer, pairs, classes=("3SG", "3PL"), source="alternative", target="alternative")
+        iter_training_batches(computer, pairs, task=Task.pair("3SG", "3PL"), source="alternative", target="alternative")
     )
     assert only_alt.factual is None and only_alt.alternative is not None
-    by_factual = next(iter_training_batches(computer, pairs, classes=("3SG", "3PL"), source="factual", seed=3))
+    by_factual = next(iter_training_batches(computer, pairs, task=Task.pair("3SG", "3PL"), source="factual", seed=3))
     assert by_factual.label == (1.0 if by_factual.transition == "3SG->3PL" else -1.0)
 
 
@@ -224,7 +225,7 @@ def test_training_batch_is_gradient_of_its_rows(tiny_bert):
     computer = GradientComputer(tiny_bert, select_parameters(tiny_bert.model, layers=[1]))
     pairs = make_pairs(4)
     schedule = list(batch_schedule([4, 4], batch_rows=3, seed=0, epochs=1))
-    batches = list(iter_training_batches(computer, pairs, classes=("3SG", "3PL"), batch_rows=3, seed=0, epochs=1))
+    batches = list(iter_training_batches(computer, pairs, task=Task.pair("3SG", "3PL"), batch_rows=3, seed=0, epochs=1))
     assert len(batches) == len(schedule) == 4
     g, positions = schedule[0]
     rows = pairs[pairs["factual_class"] == ["3SG", "3PL"][g]].reset_index(drop=True).iloc[positions]
@@ -236,27 +237,27 @@ def test_missing_transition_is_an_error(tiny_bert):
     computer = GradientComputer(tiny_bert, select_parameters(tiny_bert.model, layers=[1]))
     pairs = make_pairs(2)
     one_way = pairs[pairs["factual_class"] == "3SG"]
-    with pytest.raises(GradiendError, match=r"no 'train' rows for transition\(s\) \['3PL->3SG'\]"):
-        next(iter_training_batches(computer, one_way, classes=("3SG", "3PL")))
-    with pytest.raises(GradiendError, match="two different class ids"):
-        next(iter_training_batches(computer, pairs, classes=("3SG", "3SG")))
+    with pytest.raises(GradiendError, match=r"task '3SG_vs_3PL' has no 'train' rows for 3PL->3SG; rows per transition"):
+        next(iter_training_batches(computer, one_way, task=Task.pair("3SG", "3PL")))
+    with pytest.raises(GradiendError, match="a task needs two different groups"):
+        Task.pair("3SG", "3SG")
 
 
 def test_validation_gradients(tiny_gpt2):
     computer = GradientComputer(tiny_gpt2, select_parameters(tiny_gpt2.model, layers=[0]))
     pairs = pd.concat([make_pairs(2), make_pairs(3, split="validation")], ignore_index=True)
-    x, labels = validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4)
+    x, labels = validation_gradients(computer, pairs, task=Task.pair("3SG", "3PL"), max_rows=4)
     assert x.shape == (4, computer.input_dim) and x.dtype == torch.float32
     assert labels.tolist() == [-1.0, -1.0, 1.0, 1.0]
     assert torch.isfinite(x).all() and (x.abs().sum(1) > 0).all()
     with pytest.raises(GradiendError, match="validation gradients need .* lower max_rows, or store them as bfloat16"):
-        validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4, max_bytes=1000)
-    half, _ = validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4, dtype=torch.bfloat16)
+        validation_gradients(computer, pairs, task=Task.pair("3SG", "3PL"), max_rows=4, max_bytes=1000)
+    half, _ = validation_gradients(computer, pairs, task=Task.pair("3SG", "3PL"), max_rows=4, dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), x, rtol=8e-3, atol=1e-6 * float(x.abs().max()))
     need = 4 * computer.input_dim * 2
     with pytest.raises(GradiendError, match=r"bfloat16\); the limit is .* lower max_rows$"):
-        validation_gradients(computer, pairs, classes=("3SG", "3PL"), max_rows=4, dtype=torch.bfloat16,
+        validation_gradients(computer, pairs, task=Task.pair("3SG", "3PL"), max_rows=4, dtype=torch.bfloat16,
                              max_bytes=need - 1)
     with pytest.raises(GradiendError, match="validation_dtype must be one of"):
         GradientConfig(validation_dtype="float16")
@@ -285,7 +286,7 @@ def test_pre_prune_keeps_top_k_by_abs_mean_row_gradient(tiny_gpt2, source):
     first = base.restrict(torch.arange(0, base.input_dim, 2))  # already pruned: indices stay global
     computer = GradientComputer(tiny_gpt2, first)
     pairs = make_pairs(3)
-    pruned = pre_prune(computer, pairs, classes=("3SG", "3PL"), source=source, n_samples=len(pairs), topk=0.05)
+    pruned = pre_prune(computer, pairs, task=Task.pair("3SG", "3PL"), source=source, n_samples=len(pairs), topk=0.05)
     manual = torch.stack(list(computer.row_gradients(pairs, source))).mean(0).abs()
     k = round(0.05 * first.input_dim)
     expected = torch.topk(manual, k).indices.sort().values
@@ -298,8 +299,8 @@ def test_pre_prune_keeps_top_k_by_abs_mean_row_gradient(tiny_gpt2, source):
 def test_pre_prune_int_count_and_no_op(tiny_bert):
     computer = GradientComputer(tiny_bert, select_parameters(tiny_bert.model, layers=[0]))
     pairs = make_pairs(2)
-    assert pre_prune(computer, pairs, classes=("3SG", "3PL"), topk=1.0) is computer.selection
-    assert pre_prune(computer, pairs, classes=("3SG", "3PL"), topk=50, n_samples=4).input_dim == 50
+    assert pre_prune(computer, pairs, task=Task.pair("3SG", "3PL"), topk=1.0) is computer.selection
+    assert pre_prune(computer, pairs, task=Task.pair("3SG", "3PL"), topk=50, n_samples=4).input_dim == 50
 
 
 def test_batched_backward_equals_one_backward_per_loss(tiny_any):

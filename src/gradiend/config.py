@@ -46,6 +46,7 @@ from gradiend.data.config import DataConfig
 from gradiend.errors import GradiendError
 from gradiend.evaluate.decoder import EvalConfig
 from gradiend.stages import GradientConfig
+from gradiend.tasks import TaskConfig
 from gradiend.train import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -90,16 +91,21 @@ class ClassConstraints:
 
 @dataclass(frozen=True)
 class DataSection:
-    """Where the text comes from, the feature classes, and how the pairs table is made (``options``).
+    """Where the feature data set comes from: raw text to mine, or a prepared table to import.
 
-    ``texts`` and the keyword fields are the arguments of :func:`gradiend.data.create_data`; ``classes`` maps
-    each class id to its target words, in order (the first class is the positive one); ``constraints``
-    optionally narrows a class's matches by part of speech, dependency, morphology or lemma.
+    With ``texts``, the keyword fields are the arguments of :func:`gradiend.data.create_data`; ``classes`` maps each
+    class id to its target words, in order; ``constraints`` optionally narrows a class's matches by part of speech,
+    dependency, morphology or lemma (a word may then be in several classes). With ``table`` (a parquet/CSV/JSONL
+    file, a saved dataset directory or a Hugging Face dataset id; :mod:`gradiend.data.table`), ``classes`` is
+    optional: its keys pick and order the table's classes (word lists may stay empty); ``neutral`` is the neutral
+    text (default: the table's own sentences). ``hf_config`` picks one config of a Hugging Face source.
     """
 
-    texts: str | tuple[str, ...]  # offline:<name>, a file path, a Hugging Face dataset id, or inline texts
-    classes: dict[str, tuple[str, ...]]
+    texts: str | tuple[str, ...] | None = None  # offline:<name>, a file path, a Hugging Face dataset id, or texts
+    classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     constraints: dict[str, ClassConstraints] = field(default_factory=dict)
+    table: str | None = None
+    neutral: str | None = None
     text_column: str = "text"
     id_column: str | None = None
     max_documents: int | None = None
@@ -120,14 +126,14 @@ class RewriteConfig:
 
 
 # section name in the TOML file -> field name on ExperimentConfig; the classes come from the field types
-SECTIONS: tuple[str, ...] = ("model", "data", "gradients", "train", "eval", "rewrite")
+SECTIONS: tuple[str, ...] = ("model", "data", "task", "gradients", "train", "eval", "rewrite")
 
 # which sections each stage's result depends on (its fingerprint hashes exactly these)
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
-    "train": ("model", "data", "gradients", "train"),
-    "evaluate": ("model", "data", "gradients", "train", "eval"),
-    "rewrite": ("model", "data", "gradients", "train", "eval", "rewrite"),
+    "train": ("model", "data", "task", "gradients", "train"),
+    "evaluate": ("model", "data", "task", "gradients", "train", "eval"),
+    "rewrite": ("model", "data", "task", "gradients", "train", "eval", "rewrite"),
 }
 
 # what a user most likely forgot, per required key
@@ -144,6 +150,7 @@ class ExperimentConfig:
 
     model: ModelConfig
     data: DataSection
+    task: TaskConfig = field(default_factory=TaskConfig)
     gradients: GradientConfig = field(default_factory=GradientConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -414,6 +421,33 @@ def _describe(value: Any) -> str:
 def _check_cross_sections(config: ExperimentConfig) -> None:
     """Checks that involve more than one section, or values the type alone does not rule out."""
     classes = config.data.classes
+    _check_data_source(config.data)
+    if config.data.texts is not None:
+        _check_classes(config.data)
+    names = set(classes)
+    if classes or config.task.groups or config.task.positive:
+        task = config.task.resolve(list(classes)) if classes else None
+        names |= set(task.group_ids if task else ()) | set(config.task.groups)
+    rewrite = config.rewrite
+    for key in ("strengthen", "weaken"):
+        for cid in getattr(rewrite, key, ()):
+            if names and cid not in names:
+                raise GradiendError(f"[rewrite] {key} names class {cid!r}; classes: {', '.join(sorted(names))}")
+    if getattr(rewrite, "policy", None) == "fixed" and not (rewrite.alpha or 0) > 0:
+        raise GradiendError('[rewrite] policy = "fixed" needs alpha > 0')
+
+
+def _check_data_source(data: DataSection) -> None:
+    if (data.texts is None) == (data.table is None):
+        raise GradiendError("[data] needs exactly one of texts (raw text to mine) and table (a prepared table to "
+                            "import)")
+    if data.texts is not None and not data.classes:
+        raise GradiendError("[data] with texts needs [data.classes] (at least two classes, e.g. "
+                            '3SG = ["he", "she"] and 3PL = ["they"])')
+
+
+def _check_classes(data: DataSection) -> None:
+    classes = data.classes
     if len(classes) < 2:
         raise GradiendError(f"[data.classes] needs at least two classes, got {len(classes)}: {list(classes)}")
     owner: dict[str, str] = {}
@@ -421,18 +455,18 @@ def _check_cross_sections(config: ExperimentConfig) -> None:
         if not words:
             raise GradiendError(f"[data.classes] class {cid!r} has no target words")
         for word in words:
-            if owner.setdefault(word.casefold(), cid) != cid:
-                raise GradiendError(f"[data.classes] the word {word!r} is in both {owner[word.casefold()]!r} and {cid!r}")
-    unknown = [cid for cid in config.data.constraints if cid not in classes]
+            other = owner.setdefault(word.casefold(), cid)
+            if other != cid and not (_constrained(data, other) and _constrained(data, cid)):
+                raise GradiendError(f"[data.classes] the word {word!r} is in both {other!r} and {cid!r}; a word may "
+                                    "be in two classes only when both have [data.constraints] that tell them apart")
+    unknown = [cid for cid in data.constraints if cid not in classes]
     if unknown:
         raise GradiendError(f"[data.constraints] names class(es) {unknown}; classes: {', '.join(classes)}")
-    rewrite = config.rewrite
-    for key in ("strengthen", "weaken"):
-        for cid in getattr(rewrite, key, ()):
-            if cid not in classes:
-                raise GradiendError(f"[rewrite] {key} names class {cid!r}; classes: {', '.join(classes)}")
-    if getattr(rewrite, "policy", None) == "fixed" and not (rewrite.alpha or 0) > 0:
-        raise GradiendError('[rewrite] policy = "fixed" needs alpha > 0')
+
+
+def _constrained(data: DataSection, class_id: str) -> bool:
+    c = data.constraints.get(class_id)
+    return c is not None and (c.lemma or any(v is not None for v in (c.pos, c.dep, c.morph)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientKind
 from gradiend.io import atomic_dir, read_json, write_json
 from gradiend.lm.params import ParamSelection
+from gradiend.tasks import Task
 from gradiend.topk import topk_count
 
 ImportanceKind = Literal["decoder-weight", "encoder-weight", "decoder-bias", "decoder-sum"]
@@ -67,6 +68,8 @@ class GradiendMeta:
     ``directions`` maps each class id to the sign its rows encode toward (+1 / −1); after training the
     positive class (``classes[0]``) is +1. ``training`` is a JSON-compatible summary written by ``fit``.
     ``selection`` is None only for a GRADIEND that is not tied to a base model (e.g. synthetic tests).
+    ``task`` is the :class:`gradiend.tasks.Task` it was trained on, as a dict (groups of raw classes, transitions,
+    identity classes); ``classes`` are the task's (positive, negative) group ids.
     """
 
     selection: ParamSelection | None = None
@@ -78,6 +81,7 @@ class GradiendMeta:
     directions: Mapping[str, int] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    task: Mapping[str, Any] = field(default_factory=dict)
 
 
 def canonical_directions(classes: tuple[str, str] | None) -> dict[str, int]:
@@ -249,6 +253,7 @@ class Gradiend(torch.nn.Module):
         source ∈ {factual, diff}: h = −dir[C]; source = alternative: h = +dir[C]. With target = alternative the
         decoder reconstructs the gradient of the *other* token of a row, so the sign flips once more.
         """
+        class_id = self._group_of(class_id)
         if class_id not in self.meta.directions:
             known = sorted(self.meta.directions) or "none (train with classes to set them)"
             raise GradiendError(f"class {class_id!r} has no encoding direction; known classes: {known}")
@@ -256,6 +261,21 @@ class Gradiend(torch.nn.Module):
         if self.meta.target == "alternative":
             sign = -sign
         return sign * float(self.meta.directions[class_id])
+
+    def _group_of(self, class_id: str) -> str:
+        """A raw class of a merged task stands for its group (strengthening 1SG in SG vs PL strengthens SG)."""
+        for group, members in self.meta.task.get("groups", {}).items():
+            if class_id in members and class_id not in self.meta.directions:
+                return str(group)
+        return class_id
+
+    @property
+    def task(self) -> Task | None:
+        """The task this GRADIEND was trained on (None for GRADIENDs saved before tasks existed)."""
+        if self.meta.task:
+            return Task.from_dict(self.meta.task)
+        classes = self.meta.classes
+        return Task.pair(*classes) if classes is not None and len(classes) == 2 else None
 
     # --- importance and pruning --------------------------------------------------------------
 
@@ -398,6 +418,7 @@ def _config_json(model: Gradiend) -> dict[str, Any]:
         "target": meta.target,
         "classes": list(meta.classes) if meta.classes is not None else None,
         "directions": dict(meta.directions),
+        "task": dict(meta.task),
         "training": dict(meta.training),
     }
 
@@ -439,4 +460,5 @@ def _meta_from_config(config: dict[str, Any], tensors: dict[str, torch.Tensor]) 
         directions={str(c): int(s) for c, s in config.get("directions", {}).items()},
         training=config.get("training", {}),
         format_version=int(config["format_version"]),
+        task=config.get("task") or {},
     )

@@ -33,6 +33,7 @@ from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_
 from gradiend.errors import GradiendError
 from gradiend.io import read_json, write_json, write_jsonl
 from gradiend.lm.load import LoadedModel, load_model
+from gradiend.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ class RunResult:
 class Run:
     """A run directory and its stage bookkeeping; loads the base model only when a stage needs it."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True) -> None:
+    def __init__(self, config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True,
+                 data_dir: Path | None = None) -> None:
         self.config = config
         self.dir = Path(run_dir) if run_dir is not None else config.run_dir
         self.progress = progress
+        self._data_dir = Path(data_dir) if data_dir is not None else None
         self._lm: LoadedModel | None = None
 
     # --- paths ---------------------------------------------------------------------------------
@@ -74,7 +77,13 @@ class Run:
 
     @property
     def data_dir(self) -> Path:
-        return self.dir / C.DATA_DIR
+        """The run's own ``data/``, or the data set it shares with other runs of a study."""
+        return self._data_dir if self._data_dir is not None else self.dir / C.DATA_DIR
+
+    @property
+    def task(self) -> Task:
+        """The configured task over the data set's classes (the data stage must have run)."""
+        return self.config.task.resolve(load_data(self.data_dir).feature.class_ids)
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def recorded(self) -> dict[str, Any]:
@@ -85,6 +94,8 @@ class Run:
         return stage_fingerprint(self.config, _FINGERPRINT_OF[stage])
 
     def is_done(self, stage: str) -> bool:
+        if stage == "data":  # recorded in the data set itself, which several runs may share
+            return data_fingerprint(self.data_dir) == self.fingerprint("data")
         return self.recorded().get(stage, {}).get("fingerprint") == self.fingerprint(stage)
 
     def invalidate_from(self, stage: str) -> None:
@@ -128,11 +139,16 @@ def run(
     run_dir: str | Path | None = None,
     progress: bool = True,
     lm: LoadedModel | None = None,
+    data_dir: str | Path | None = None,
 ) -> RunResult:
-    """Run (or resume) the whole pipeline for ``config``; stages up to ``until`` inclusive."""
+    """Run (or resume) the whole pipeline for ``config``; stages up to ``until`` inclusive.
+
+    ``data_dir`` points the run at a data set shared with other runs (a study creates it once); the run then
+    reads it instead of creating its own ``data/``.
+    """
     if until not in STAGES:
         raise GradiendError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
-    r = Run(config, Path(run_dir) if run_dir else None, progress)
+    r = Run(config, Path(run_dir) if run_dir else None, progress, Path(data_dir) if data_dir else None)
     r._lm = lm
     r.dir.mkdir(parents=True, exist_ok=True)
     save_config(config, r.dir / C.CONFIG_FILE)
@@ -167,15 +183,43 @@ def feature_of(config: ExperimentConfig) -> Feature:
     ))
 
 
-def stage_data(r: Run) -> FeatureData:
-    d = r.config.data
-    texts = d.texts if isinstance(d.texts, str) else list(d.texts)
-    with r.stage("data"):
-        data = create_data(texts, feature_of(r.config), d.options, text_column=d.text_column,
-                           id_column=d.id_column, max_documents=d.max_documents, hf_config=d.hf_config,
-                           hf_split=d.hf_split)
-        data.save(r.data_dir)
+def make_data(config: ExperimentConfig) -> FeatureData:
+    """The feature data set of ``config``: mined from raw text, or imported from a prepared table."""
+    d = config.data
+    if d.table is not None:
+        from gradiend.data.table import import_table
+
+        return import_table(d.table, d.options, classes=d.classes or None, neutral=d.neutral, hf_config=d.hf_config)
+    texts = d.texts if isinstance(d.texts, str) else list(d.texts or ())
+    return create_data(texts, feature_of(config), d.options, text_column=d.text_column, id_column=d.id_column,
+                       max_documents=d.max_documents, hf_config=d.hf_config, hf_split=d.hf_split)
+
+
+def create_dataset(config: ExperimentConfig, data_dir: str | Path) -> FeatureData:
+    """Create (or keep, when its recorded fingerprint matches) the data set of ``config`` in ``data_dir``."""
+    data_dir = Path(data_dir)
+    fingerprint = stage_fingerprint(config, "data")
+    if data_fingerprint(data_dir) == fingerprint:
+        log.info("data set %s: up to date, kept", data_dir)
+        return load_data(data_dir)
+    data = make_data(config)
+    data.meta["stage_fingerprint"] = fingerprint
+    data.save(data_dir)
     return data
+
+
+def data_fingerprint(data_dir: Path) -> str | None:
+    """The configuration fingerprint recorded in a data set's ``data.json`` (None: none there)."""
+    path = data_dir / C.DATA_META_FILE
+    if not path.is_file():
+        return None
+    meta = read_json(path)
+    return meta.get("stage_fingerprint") if isinstance(meta, dict) else None
+
+
+def stage_data(r: Run) -> FeatureData:
+    with r.stage("data"):
+        return create_dataset(r.config, r.data_dir)
 
 
 def stage_train(r: Run) -> None:
@@ -185,7 +229,8 @@ def stage_train(r: Run) -> None:
     m = r.config.model
     with r.stage("train"):
         selection = select(r.lm, m.params, m.layers)
-        result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, progress=r.progress)
+        result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, task=r.task,
+                                progress=r.progress)
         result.gradiend.save_pretrained(r.gradiend_dir)
         write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
         write_json(r.metrics / "seeds.json", {

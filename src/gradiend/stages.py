@@ -20,6 +20,7 @@ from gradiend.gradients.types import GradientBatch
 from gradiend.lm.load import LoadedModel
 from gradiend.lm.params import ParamSelection, select_parameters
 from gradiend.model import GradiendMeta, memory_estimate
+from gradiend.tasks import Task, TaskConfig
 from gradiend.train import FitResult, TrainConfig, ValidationSet, fit
 
 log = logging.getLogger(__name__)
@@ -64,30 +65,39 @@ def train_gradiend(
     gradients: GradientConfig | None = None,
     train: TrainConfig | None = None,
     *,
+    task: Task | None = None,
     progress: bool = True,
 ) -> FitResult:
-    """Train a GRADIEND for ``data.feature`` (its first two classes) on ``lm``'s selected parameters."""
+    """Train a GRADIEND for ``task`` (default: the data set's two classes) on ``lm``'s selected parameters.
+
+    A data set with more than two classes needs a ``task`` (e.g. ``Task.pair("3SG", "3PL")``): which classes form
+    the positive and the negative group, which transitions train it and which classes enter as identity rows.
+    """
     gradients = gradients or GradientConfig()
     train = train or TrainConfig()
-    classes = tuple(data.feature.class_ids[:2])
+    task = task or TaskConfig().resolve(data.feature.class_ids)
+    task.check_classes(data.feature.class_ids)
+    log.info("task %s: %s, %d transition(s), identity %s", task.name, task.describe_groups(), len(task.transitions),
+             list(task.identity) or "none")
     computer = GradientComputer(lm, selection)
     if gradients.pre_prune_topk is not None:
-        selection = pre_prune(computer, data.pairs, classes=classes, source=train.source,
+        selection = pre_prune(computer, data.pairs, task=task, source=train.source,
                               n_samples=gradients.pre_prune_samples, topk=gradients.pre_prune_topk,
                               seed=train.seeds[0])
         computer = GradientComputer(lm, selection, computer.objective)  # keeps the tokenization caches
     check_memory(selection.input_dim, train)
     log.info("computing %d validation gradients over %d dimensions", gradients.validation_rows, selection.input_dim)
-    x_val, y_val = validation_gradients(computer, data.pairs, classes=classes, source=train.source,
+    x_val, y_val = validation_gradients(computer, data.pairs, task=task, source=train.source,
                                         max_rows=gradients.validation_rows, seed=train.seeds[0],
                                         dtype=VALIDATION_DTYPES[gradients.validation_dtype])
     def one_pass(index: int) -> Iterator[GradientBatch]:  # with steps: one stream of `steps` batches
-        return iter_training_batches(computer, data.pairs, classes=classes, batch_rows=gradients.rows_per_gradient,
+        return iter_training_batches(computer, data.pairs, task=task, batch_rows=gradients.rows_per_gradient,
                                      source=train.source, target=train.target, seed=train.seeds[0] + index,
                                      steps=train.steps, epochs=None if train.steps else 1)
 
     batches = _Passes(one_pass)
-    meta = GradiendMeta(selection=selection, base_model=lm.name, model_family=lm.family.value, classes=classes)
+    meta = GradiendMeta(selection=selection, base_model=lm.name, model_family=lm.family.value,
+                        classes=task.group_ids, task=task.to_dict())
     return fit(batches, input_dim=selection.input_dim, config=train, validation=ValidationSet.from_tensors(x_val, y_val),
                template_meta=meta, progress=progress)
 

@@ -10,7 +10,7 @@ from typing import Any
 from gradiend.errors import GradiendError
 
 SPLITS = ("train", "validation", "test")
-ALTERNATIVES = ("one", "all")
+ALTERNATIVES = ("one", "all", "paradigm")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,10 @@ class DataConfig:
         window: join non-overlapping windows of this many sentences into one text.
         sentence_splitter: ``"regex"`` (fast, abbreviation-aware) or ``"spacy"`` (sentencizer).
         min_left_context: minimum number of words before a target for it to be masked (0 keeps all).
-        alternatives: ``"one"`` seeded random target of the other class per row, or ``"all"`` of them.
+        alternatives: per row and other class, ``"one"`` seeded random target of that class, ``"all"`` of them, or
+            ``"paradigm"``: the word in the same cell of the paradigm, i.e. at the same position in the other
+            class's target list (``MASC = ["he", "him", "his"]`` ↔ ``FEM = ["she", "her", "her"]``; all classes
+            then list equally many targets).
         held_out_vocabulary: assign each target word to one split (rows follow their factual word, alternatives
             come from the same split; a sentence whose targets fall in different splits is dropped). Sentences
             still never share a split; documents may.
@@ -73,6 +76,9 @@ class DataConfig:
             raise GradiendError(f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars})")
         if self.alternatives not in ALTERNATIVES:
             raise GradiendError(f"alternatives must be one of {list(ALTERNATIVES)}, got {self.alternatives!r}")
+        if self.alternatives == "paradigm" and self.held_out_vocabulary:
+            raise GradiendError('alternatives = "paradigm" and held_out_vocabulary contradict each other: a paradigm '
+                                "alternative is a fixed word, which a held-out vocabulary may keep out of the row's split")
         if isinstance(self.excluded_words, str):
             raise GradiendError("excluded_words must be a list of words, not a string")
 

@@ -18,7 +18,7 @@ from gradiend.data.balance import balance
 from gradiend.data.config import SPLITS, DataConfig
 from gradiend.data.corpus import Document, TextSource, describe_source, load_documents
 from gradiend.data.features import Feature
-from gradiend.data.pairs import Occurrence, Scan, build_pairs, scan, select_neutral
+from gradiend.data.pairs import Occurrence, Scan, build_pairs, check_paradigm, scan, select_neutral
 from gradiend.data.sentences import iter_sentences
 from gradiend.data.splits import document_splits, occurrence_splits_by_vocabulary, vocabulary_splits
 from gradiend.data.store import FeatureData, count_table, counts_dict, fingerprint
@@ -45,6 +45,8 @@ def create_data(
     Raises :class:`GradiendError` when a class has no match or too few rows for the requested splits.
     """
     config = config or DataConfig()
+    if config.alternatives == "paradigm":
+        check_paradigm(feature)
     t0 = time.perf_counter()
     source = {"source": _describe(texts), "text_column": text_column, "id_column": id_column,
               "max_documents": max_documents, "hf_config": hf_config, "hf_split": hf_split}

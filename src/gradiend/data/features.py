@@ -64,7 +64,12 @@ class FeatureClass:
     @property
     def needs_spacy(self) -> bool:
         """Whether matching this class needs a spaCy pipeline (constraints or lemmas)."""
-        return self.lemma or any(x is not None for x in (self.pos, self.dep, self.morph))
+        return self.lemma or self.constrained
+
+    @property
+    def constrained(self) -> bool:
+        """Whether a match must also satisfy a POS, dependency or morphology constraint."""
+        return any(x is not None for x in (self.pos, self.dep, self.morph))
 
     def key(self, word: str) -> str:
         """Lookup key of a (matched or listed) word: case-folded unless the class is case-sensitive."""
@@ -93,10 +98,17 @@ class FeatureClass:
 
 @dataclass(frozen=True)
 class Feature:
-    """Two or more feature classes; the first is the positive class (encodes toward +1)."""
+    """Two or more feature classes (the first is the positive class of a two-class feature).
+
+    A word may be in several classes only when each of those classes carries spaCy constraints that decide
+    between them (German ``der`` as masculine nominative and feminine dative). ``imported=True`` marks the classes
+    of an imported table, whose rows already say which class each occurrence is in (no matching, so words may
+    repeat across classes freely).
+    """
 
     classes: tuple[FeatureClass, ...]
     name: str = field(default="")
+    imported: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -106,18 +118,21 @@ class Feature:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise GradiendError(f"duplicate class id(s) {dupes}: every class needs its own id")
-        self._check_disjoint()
+        if not self.imported:
+            self._check_disjoint()
         if not self.name:
             object.__setattr__(self, "name", "_vs_".join(ids))
 
     def _check_disjoint(self) -> None:
-        owner: dict[str, str] = {}
+        owner: dict[str, FeatureClass] = {}
         for c in self.classes:
             for t in c.targets:
-                k = t.casefold()
-                if k in owner and owner[k] != c.id:
-                    raise GradiendError(f"target {t!r} is in two classes ({owner[k]!r} and {c.id!r})")
-                owner[k] = c.id
+                other = owner.setdefault(t.casefold(), c)
+                if other.id != c.id and not (other.constrained and c.constrained):
+                    raise GradiendError(
+                        f"target {t!r} is in two classes ({other.id!r} and {c.id!r}); a word may be in several "
+                        "classes only when each of them has constraints (pos, dep, morph) that tell them apart"
+                    )
 
     @property
     def positive(self) -> FeatureClass:
@@ -139,11 +154,12 @@ class Feature:
         return cls(tuple(FeatureClass(k, tuple(v)) for k, v in mapping.items()), name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "classes": [c.to_dict() for c in self.classes]}
+        return {"name": self.name, "classes": [c.to_dict() for c in self.classes], "imported": self.imported}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Feature:
-        return cls(tuple(FeatureClass.from_dict(c) for c in d["classes"]), d.get("name", ""))
+        return cls(tuple(FeatureClass.from_dict(c) for c in d["classes"]), d.get("name", ""),
+                   bool(d.get("imported", False)))
 
 
 @dataclass(frozen=True)
@@ -174,27 +190,30 @@ class Matcher:
 
     def __init__(self, feature: Feature) -> None:
         self.feature = feature
-        self._lookup: dict[tuple[bool, str], tuple[int, str]] = {}
+        self._lookup: dict[tuple[bool, str], list[tuple[int, str]]] = {}
         sensitive: dict[str, bool] = {}
         words = []
         for i, c in enumerate(feature.classes):
             if c.lemma:
                 continue  # lemma classes are matched on spaCy tokens (nlp.py)
             for t in c.targets:
-                self._lookup[(c.case_sensitive, c.key(t))] = (i, t)
+                self._lookup.setdefault((c.case_sensitive, c.key(t)), []).append((i, t))
                 sensitive[t] = sensitive.get(t, False) or c.case_sensitive
                 words.append(t)
         self.pattern = word_pattern(words, sensitive)
 
     def find(self, sentence: str) -> list[Match]:
-        """Surface matches in ``sentence``, left to right (constraints not yet applied)."""
+        """Surface matches in ``sentence``, left to right (constraints not yet applied).
+
+        A word listed in several (constrained) classes gives one candidate match per class on the same span;
+        the constraints keep the right one (:func:`gradiend.data.nlp.filter_and_add`).
+        """
         out = []
         for m in self.pattern.finditer(sentence):
-            hit = self._resolve(m.group(0))
-            if hit is not None:
-                out.append(Match(m.start(), m.end(), m.group(0), hit[0], hit[1]))
+            for index, target in self._resolve(m.group(0)):
+                out.append(Match(m.start(), m.end(), m.group(0), index, target))
         return out
 
-    def _resolve(self, text: str) -> tuple[int, str] | None:
+    def _resolve(self, text: str) -> list[tuple[int, str]]:
         norm = normalize_target(text)
-        return self._lookup.get((True, norm)) or self._lookup.get((False, norm.casefold()))
+        return self._lookup.get((True, norm), []) + self._lookup.get((False, norm.casefold()), [])

@@ -15,8 +15,9 @@ import pandas as pd
 
 from gradiend.constants import MASK
 from gradiend.data.config import DataConfig
-from gradiend.data.features import Feature, Match, Matcher, word_pattern
+from gradiend.data.features import Feature, FeatureClass, Match, Matcher, word_pattern
 from gradiend.data.sentences import Sentence
+from gradiend.errors import GradiendError
 
 PAIR_COLUMNS = ("masked", "factual", "factual_class", "alternative", "alternative_class", "split", "doc_id",
                 "sentence_id")
@@ -125,6 +126,8 @@ def build_pairs(
     of the row's own split, so held-out words never come back as alternatives.
     """
     rng = np.random.default_rng([config.seed, STREAM_ALTERNATIVES])
+    if config.alternatives == "paradigm":
+        check_paradigm(feature)
     cols: dict[str, list[object]] = {c: [] for c in PAIR_COLUMNS}
     for occ, split in zip(occurrences, splits, strict=True):
         m, s = occ.match, occ.sentence
@@ -133,13 +136,32 @@ def build_pairs(
             if j == m.class_index:
                 continue
             cands = [t for t in other.targets if vocabulary is None or vocabulary[(j, t)] == split]
-            chosen = cands if config.alternatives == "all" else [cands[int(rng.integers(len(cands)))]]
-            for alt in chosen:
+            for alt in _alternatives(cands, other.targets, feature.classes[m.class_index], m.target, config, rng):
                 row = (masked, m.text, feature.classes[m.class_index].id, apply_case(m.text, m.target, alt),
                        other.id, split, s.doc_id, s.sentence_id)
                 for c, v in zip(PAIR_COLUMNS, row, strict=True):
                     cols[c].append(v)
     return pairs_frame(cols)
+
+
+def _alternatives(
+    candidates: Sequence[str], other: Sequence[str], own: FeatureClass, target: str, config: DataConfig,
+    rng: np.random.Generator,
+) -> list[str]:
+    """The alternative word(s) of one occurrence in one other class, as ``config.alternatives`` says."""
+    if config.alternatives == "paradigm":
+        return [other[own.targets.index(target)]]
+    if config.alternatives == "all":
+        return list(candidates)
+    return [candidates[int(rng.integers(len(candidates)))]]
+
+
+def check_paradigm(feature: Feature) -> None:
+    """``alternatives = "paradigm"`` maps targets by position: every class must list equally many."""
+    sizes = {c.id: len(c.targets) for c in feature.classes}
+    if len(set(sizes.values())) != 1 or any(c.lemma for c in feature.classes):
+        raise GradiendError(f'alternatives = "paradigm" pairs the targets of the classes by position, so every class '
+                            f"must list equally many (and no lemma classes); target counts: {sizes}")
 
 
 def pairs_frame(cols: Mapping[str, list[object]]) -> pd.DataFrame:

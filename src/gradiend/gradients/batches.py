@@ -16,24 +16,14 @@ import torch
 
 from gradiend.errors import GradiendError
 from gradiend.gradients.compute import GradientComputer, check_kind
-from gradiend.gradients.types import GradientBatch, GradientKind
+from gradiend.gradients.types import GradientBatch
+from gradiend.tasks import Task, transition_name
 
 log = logging.getLogger(__name__)
 
 #: above this size a validation gradient matrix is refused (pre-prune or lower max_rows instead)
 VALIDATION_MAX_BYTES = 4 * 1024**3
 VALIDATION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def transition_name(factual_class: str, alternative_class: str) -> str:
-    """How a transition is named in batches and logs: ``"3SG->3PL"``."""
-    return f"{factual_class}->{alternative_class}"
-
-
-def source_label(source: GradientKind, factual_class: str, alternative_class: str, positive: str) -> float:
-    """+1 when the source token is of the positive class, else −1 (diff follows the factual token)."""
-    token_class = alternative_class if source == "alternative" else factual_class
-    return 1.0 if token_class == positive else -1.0
 
 
 def needed_kinds(source: str, target: str) -> tuple[str, ...]:
@@ -44,22 +34,10 @@ def needed_kinds(source: str, target: str) -> tuple[str, ...]:
     return tuple(k for k in ("factual", "alternative") if k in kinds)
 
 
-def transition_rows(pairs: Any, classes: Sequence[str], split: str) -> dict[tuple[str, str], Any]:
-    """Rows of ``split`` per transition (pos→neg, neg→pos); both must be present."""
-    pos, neg = _check_classes(classes)
-    for col in ("split", "factual_class", "alternative_class"):
-        if col not in pairs.columns:
-            raise GradiendError(f"pairs table lacks column {col!r}")
-    rows = pairs[pairs["split"] == split]
-    groups = {
-        (a, b): rows[(rows["factual_class"] == a) & (rows["alternative_class"] == b)].reset_index(drop=True)
-        for a, b in ((pos, neg), (neg, pos))
-    }
-    empty = [transition_name(*t) for t, g in groups.items() if len(g) == 0]
-    if empty:
-        counts = rows.groupby(["factual_class", "alternative_class"]).size().to_dict()
-        raise GradiendError(f"no {split!r} rows for transition(s) {empty}; rows per transition: {counts}")
-    return groups
+def even_shares(total: int, n_groups: int) -> list[int]:
+    """``total`` split over ``n_groups`` as evenly as possible (the remainder to the first groups)."""
+    per, extra = divmod(total, n_groups)
+    return [per + (1 if i < extra else 0) for i in range(n_groups)]
 
 
 def batch_schedule(
@@ -105,7 +83,7 @@ def iter_training_batches(
     computer: GradientComputer,
     pairs: Any,
     *,
-    classes: Sequence[str],
+    task: Task,
     batch_rows: int = 32,
     source: str = "alternative",
     target: str = "diff",
@@ -113,11 +91,12 @@ def iter_training_batches(
     steps: int | None = None,
     epochs: int | None = None,
 ) -> Iterator[GradientBatch]:
-    """Gradient batches over the ``train`` rows of the two transitions of ``classes`` = (positive, negative).
+    """Gradient batches over the ``train`` rows of the task's transitions (and its identity rows).
 
-    Each batch carries only the gradients that ``source``/``target`` need; its label follows the source token.
+    Each batch holds rows of one transition and carries only the gradients that ``source``/``target`` need; its
+    label follows the source token's group (0 for identity rows).
     """
-    groups = transition_rows(pairs, classes, "train")
+    groups = task.rows(pairs, "train")
     keys = list(groups)
     want = needed_kinds(source, target)
     src = check_kind(source)
@@ -125,7 +104,7 @@ def iter_training_batches(
         factual_class, alternative_class = keys[g]
         rows = groups[keys[g]].iloc[positions]
         factual, alternative = computer.pair_gradients(rows, want=want)
-        label = source_label(src, factual_class, alternative_class, classes[0])
+        label = task.source_label(src, factual_class, alternative_class)
         yield GradientBatch(factual, alternative, label, transition_name(*keys[g]), len(positions))
 
 
@@ -133,7 +112,7 @@ def validation_gradients(
     computer: GradientComputer,
     pairs: Any,
     *,
-    classes: Sequence[str],
+    task: Task,
     split: str = "validation",
     source: str = "alternative",
     max_rows: int = 200,
@@ -141,21 +120,22 @@ def validation_gradients(
     max_bytes: int = VALIDATION_MAX_BYTES,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row ``source`` gradients of up to ``max_rows`` rows of ``split`` (half per transition) and labels.
+    """Per-row ``source`` gradients of up to ``max_rows`` rows of ``split`` (spread evenly over the task's
+    transitions and identity classes) and their labels.
 
-    Returns X [rows, input_dim] in ``dtype`` and labels [rows] (+1/−1 per the source token). Refuses a matrix
+    Returns X [rows, input_dim] in ``dtype`` and labels [rows] (+1/−1 per the source token's group, 0 identity). Refuses a matrix
     over ``max_bytes``: pre-prune the selection, lower ``max_rows`` or store them in bfloat16 (half the bytes;
     the encodings computed from them differ by about 1e-3 relative).
     """
     if dtype not in VALIDATION_DTYPES.values():
         raise GradiendError(f"validation gradients are stored in one of {sorted(VALIDATION_DTYPES)}, got {dtype}")
     src = check_kind(source)
-    groups = transition_rows(pairs, classes, split)
-    per = [max_rows // 2 + max_rows % 2, max_rows // 2]
-    chosen = [g.sample(frac=1.0, random_state=seed).head(n) for g, n in zip(groups.values(), per, strict=True)]
+    groups = task.rows(pairs, split)
+    chosen = [g.sample(frac=1.0, random_state=seed).head(n) for g, n in zip(groups.values(),
+                                                                             even_shares(max_rows, len(groups)), strict=True)]
     n_rows = sum(len(c) for c in chosen)
     _check_memory(n_rows, computer.input_dim, max_bytes, dtype)
-    labels = [source_label(src, a, b, classes[0]) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
+    labels = [task.source_label(src, a, b) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
     x = torch.empty(n_rows, computer.input_dim, dtype=dtype)
     i = 0
     for rows in chosen:
@@ -175,9 +155,3 @@ def _check_memory(n_rows: int, input_dim: int, max_bytes: int, dtype: torch.dtyp
         )
     if need > max_bytes // 4:
         log.warning("validation gradients take %.1f GiB (%d rows × %d dims)", need / 1024**3, n_rows, input_dim)
-
-
-def _check_classes(classes: Sequence[str]) -> tuple[str, str]:
-    if len(classes) != 2 or classes[0] == classes[1]:
-        raise GradiendError(f"classes must be two different class ids (positive, negative), got {list(classes)}")
-    return classes[0], classes[1]

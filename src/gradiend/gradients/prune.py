@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import torch
 
 from gradiend.errors import GradiendError
-from gradiend.gradients.batches import transition_name, transition_rows
+from gradiend.gradients.batches import even_shares
 from gradiend.gradients.compute import GradientComputer, check_kind
 from gradiend.lm.params import ParamSelection
+from gradiend.tasks import Task, transition_name
 from gradiend.topk import topk_count
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,8 @@ def stratified_sample(groups: dict[tuple[str, str], pd.DataFrame], n_samples: in
     if n_samples < 1:
         raise GradiendError(f"n_samples must be ≥ 1, got {n_samples}")
     rng = random.Random(seed)
-    per, extra = divmod(n_samples, len(groups))
     parts = []
-    for i, (key, rows) in enumerate(groups.items()):
-        want = per + (1 if i < extra else 0)
+    for (key, rows), want in zip(groups.items(), even_shares(n_samples, len(groups)), strict=True):
         if want > len(rows):
             log.warning("pre-prune: %s has %d rows, fewer than the %d requested", transition_name(*key), len(rows), want)
         positions = rng.sample(range(len(rows)), min(want, len(rows)))
@@ -62,7 +60,7 @@ def pre_prune(
     computer: GradientComputer,
     pairs: Any,
     *,
-    classes: Sequence[str],
+    task: Task,
     source: str = "alternative",
     n_samples: int = 8,
     topk: float | int = 0.1,
@@ -74,7 +72,7 @@ def pre_prune(
     k = topk_count(topk, n)
     if k == n:
         return computer.selection
-    sample = stratified_sample(transition_rows(pairs, classes, "train"), n_samples, seed)
+    sample = stratified_sample(task.rows(pairs, "train"), n_samples, seed)
     keep = top_k_indices(importance(computer, sample, source), k)
     log.info("pre-prune kept %d of %d dimensions (%d sample rows, source %s)", k, n, len(sample), source)
     return computer.selection.restrict(keep)
