@@ -11,6 +11,7 @@ from scipy import stats as sps
 
 from gradiend.errors import GradiendError
 from gradiend.evaluate import stats
+from gradiend.tasks import Task
 from gradiend.evaluate.encoder import (
     ENCODING_COLUMNS,
     EncoderResult,
@@ -21,6 +22,7 @@ from gradiend.evaluate.encoder import (
 )
 
 CLASSES = ("3SG", "3PL")
+TASK = Task.pair(*CLASSES)
 
 
 def _table(pos: np.ndarray, neg: np.ndarray, neutral: np.ndarray | None = None) -> pd.DataFrame:
@@ -34,6 +36,8 @@ def _table(pos: np.ndarray, neg: np.ndarray, neutral: np.ndarray | None = None) 
         "variant": ["pairs"] * (len(pos) + len(neg)) + ["neutral_text"] * len(neutral),
         "split": "test",
         "sentence_id": np.arange(n),
+        "transition": ["3PL->3SG"] * len(pos) + ["3SG->3PL"] * len(neg) + ["neutral"] * len(neutral),
+        "in_task": [True] * (len(pos) + len(neg)) + [False] * len(neutral),
     })
 
 
@@ -83,7 +87,7 @@ def test_statistics_match_scipy_and_bootstrap_is_seeded():
 
 def test_metrics_refuse_tables_without_both_classes():
     df = _table(np.array([1.0, 0.9]), np.zeros(0))
-    with pytest.raises(GradiendError, match="both classes"):
+    with pytest.raises(GradiendError, match=r"both groups of the task; none for \[.negative.\]"):
         encoder_metrics(df, CLASSES)
     with pytest.raises(GradiendError, match="lacks columns"):
         encoder_metrics(df.drop(columns=["word"]), CLASSES)
@@ -108,13 +112,13 @@ def test_neutral_rows_mask_a_non_feature_word_with_left_context():
 def test_pair_labels_follow_the_source_token():
     pairs = pd.DataFrame({"factual": ["he", "they"], "factual_class": ["3SG", "3PL"],
                           "alternative": ["they", "she"], "alternative_class": ["3PL", "3SG"]})
-    alt = pair_labels(pairs, CLASSES, "alternative")
+    alt = pair_labels(pairs, TASK, "alternative")
     assert alt["label"].tolist() == [-1.0, 1.0] and alt["word"].tolist() == ["they", "she"]
     for source in ("factual", "diff"):
-        fac = pair_labels(pairs, CLASSES, source)
+        fac = pair_labels(pairs, TASK, source)
         assert fac["label"].tolist() == [1.0, -1.0] and fac["class"].tolist() == ["3SG", "3PL"]
     with pytest.raises(GradiendError, match="unknown GRADIEND source"):
-        pair_labels(pairs, CLASSES, "both")
+        pair_labels(pairs, TASK, "both")
 
 
 def test_write_encoder_results(tmp_path):

@@ -105,6 +105,8 @@ class Run:
         write_json(self.metrics / STAGES_FILE, kept)
 
     def mark_done(self, stage: str, seconds: float) -> None:
+        if stage == "data":
+            record_data_fingerprint(self.data_dir, self.fingerprint("data"))
         stages = self.recorded()
         stages[stage] = {"fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3)}
         write_json(self.metrics / STAGES_FILE, stages)
@@ -215,6 +217,14 @@ def data_fingerprint(data_dir: Path) -> str | None:
         return None
     meta = read_json(path)
     return meta.get("stage_fingerprint") if isinstance(meta, dict) else None
+
+
+def record_data_fingerprint(data_dir: Path, fingerprint: str) -> None:
+    """Record in ``data.json`` which configuration the data set stands for (an adopted one included)."""
+    path = data_dir / C.DATA_META_FILE
+    meta = read_json(path)
+    if meta.get("stage_fingerprint") != fingerprint:
+        write_json(path, {**meta, "stage_fingerprint": fingerprint})
 
 
 def stage_data(r: Run) -> FeatureData:

@@ -40,9 +40,13 @@ def _run_config(run_dir: Path, overrides: list[str]):
 @click.option("--pre-prune", type=float, default=None, help="Keep this fraction (≤1) or count of dims before training.")
 @click.option("--post-prune", type=float, default=None, help="Keep this fraction (≤1) or count of dims after training.")
 @click.option("--param", "params", multiple=True, help="Glob over parameter names to select (repeatable).")
+@click.option("--positive", default=None, help="Positive class (data sets with more than two classes).")
+@click.option("--negative", default=None, help="Negative class (data sets with more than two classes).")
+@click.option("--identity", "identity", multiple=True,
+              help="Class whose rows enter as identity rows (label 0); repeatable, or 'others'.")
 def train(model_spec: str, data_dir: Path, run_dir: Path, steps: int | None, seeds: int, lr: float,
           rows_per_gradient: int, eval_every: int, pre_prune: float | None, post_prune: float | None,
-          params: tuple[str, ...]) -> None:
+          params: tuple[str, ...], positive: str | None, negative: str | None, identity: tuple[str, ...]) -> None:
     """Train a GRADIEND on a data directory; writes RUN/gradiend and RUN/metrics/training.jsonl."""
     from gradiend.config import config_from_dict
     from gradiend.data import load_data
@@ -53,6 +57,7 @@ def train(model_spec: str, data_dir: Path, run_dir: Path, steps: int | None, see
         "name": run_dir.name, "output_dir": str(run_dir.parent),
         "model": {"spec": model_spec, "params": list(params)},
         "data": _data_section(data, data_dir),
+        "task": _task_section(positive, negative, identity),
         "gradients": {"rows_per_gradient": rows_per_gradient, **_prune("pre_prune_topk", pre_prune)},
         "train": {"lr": lr, "seeds": list(range(seeds)), "eval_every": eval_every, **({"steps": steps} if steps else {}),
                   **_prune("post_prune_topk", post_prune)},
@@ -73,11 +78,22 @@ def train(model_spec: str, data_dir: Path, run_dir: Path, steps: int | None, see
 def _data_section(data, data_dir: Path) -> dict:
     """The [data] section that made ``data`` (from its data.json), so the run's config.toml reproduces it."""
     source = data.meta.get("source") or {}
+    options = {k: ("none" if v is None else v) for k, v in (data.meta.get("config") or {}).items()}
+    classes = {c.id: list(c.targets) for c in data.feature.classes}
+    if "table" in source:  # imported: our own pairs table is a valid table to import again
+        table = source["table"] if Path(source["table"]).exists() else str(data_dir / C.PAIRS_FILE)
+        return {"table": table, "options": options, "classes": classes}
     texts = source.get("source")
     section = {k: v for k, v in source.items() if k != "source" and v is not None}
-    options = {k: ("none" if v is None else v) for k, v in (data.meta.get("config") or {}).items()}
     return {"texts": texts if isinstance(texts, str) else str(data_dir), **section, "options": options,
-            "classes": {c.id: list(c.targets) for c in data.feature.classes}}
+            "classes": classes}
+
+
+def _task_section(positive: str | None, negative: str | None, identity: tuple[str, ...]) -> dict:
+    section: dict = {k: v for k, v in (("positive", positive), ("negative", negative)) if v is not None}
+    if identity:
+        section["identity"] = "others" if identity == ("others",) else list(identity)
+    return section
 
 
 def _fingerprint(data_dir: Path) -> str | None:

@@ -57,10 +57,7 @@ STREAM_TABLE = 5
 def read_table(source: str | os.PathLike[str] | pd.DataFrame, *, hf_config: str | None = None,
                classes: Sequence[str] = ()) -> pd.DataFrame:
     """The raw table of ``source`` with our column names (aliases of the published layouts renamed)."""
-    if isinstance(source, pd.DataFrame):
-        frame = source.copy()
-    else:
-        frame = _read_source(source, hf_config, classes)
+    frame = source.copy() if isinstance(source, pd.DataFrame) else _read_source(source, hf_config, classes)
     frame = frame.rename(columns={k: v for k, v in ALIASES.items() if k in frame.columns and v not in frame.columns})
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
@@ -327,7 +324,8 @@ def _meta(source: Any, frame: pd.DataFrame, pairs: pd.DataFrame, neutral: pd.Dat
     digest.update(repr(sorted(params.items())).encode())
     return {
         "format_version": FORMAT_VERSION, "gradiend_version": __version__, "fingerprint": digest.hexdigest(),
-        **params, "source": {"table": _name(source)}, "splits": list(SPLITS),
+        **params, "source": {"table": "(DataFrame)" if isinstance(source, pd.DataFrame) else str(source)},
+        "splits": list(SPLITS),
         "counts": counts_dict(count_table(pairs, neutral, feature.class_ids)),
         "corpus": {"table_rows": int(len(frame)), "occurrences_kept": int(len(frame.drop_duplicates(["masked", "factual"])))},
         "notes": "imported from a prepared table (gradiend.data.table)",

@@ -2,8 +2,12 @@
 
 Rows (``variant`` column of the encodings table):
 
-* ``pairs`` — every pair row of the split, encoded from its source gradient (``meta.source``); label +1/−1 by
-  the class of the source token (for ``diff`` the factual token), see docs/architecture.md.
+* ``pairs`` — every pair row of the split (every transition of the data set, not only the trained ones, and one
+  identity row per occurrence of a class outside the task's groups), encoded from its source gradient
+  (``meta.source``); label +1/−1 by the group of the source token (for ``diff`` the factual token), 0 for identity
+  rows and classes outside the task (see docs/architecture.md). ``in_task`` marks the rows of the trained
+  transitions and the task's identity classes: the headline metrics use those; ``per_class`` and
+  ``per_transition`` report every class and transition.
 * ``neutral_masked`` — the same sentences with the target restored and a *different*, non-feature word masked
   (label 0): does the encoder stay near 0 for the same contexts?
 * ``neutral_text`` — neutral sentences (no feature word) with one word masked (label 0).
@@ -36,10 +40,12 @@ from gradiend.evaluate import stats
 from gradiend.evaluate.config import EvalConfig
 from gradiend.io import write_json, write_with
 from gradiend.lm.load import LoadedModel
+from gradiend.tasks import Task, all_rows, transition_name
 
 log = logging.getLogger(__name__)
 
-ENCODING_COLUMNS = ("encoding", "label", "class", "word", "variant", "split", "sentence_id")
+ENCODING_COLUMNS = ("encoding", "label", "class", "word", "variant", "split", "sentence_id", "transition", "in_task")
+ALL_SPLITS = "all"
 VARIANTS = ("pairs", "neutral_masked", "neutral_text")
 NEUTRAL_CLASS = "neutral"
 BOUNDARIES = (-0.5, 0.5)
@@ -63,17 +69,15 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _check_table(df: pd.DataFrame, classes: tuple[str, str]) -> pd.DataFrame:
+def _check_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The task's labelled pair rows (label ±1); both signs must be present."""
     missing = [c for c in ENCODING_COLUMNS if c not in df.columns]
     if missing:
         raise GradiendError(f"encodings table lacks columns {missing}; expected {list(ENCODING_COLUMNS)}")
-    pairs = df[df["variant"] == "pairs"]
-    counts = pairs["class"].value_counts()
-    absent = [c for c in classes if counts.get(c, 0) < 1]
+    pairs = df[(df["variant"] == "pairs") & df["in_task"].astype(bool) & (df["label"] != 0)]
+    absent = [name for name, sign in (("positive", 1), ("negative", -1)) if not (np.sign(pairs["label"]) == sign).any()]
     if absent or len(pairs) < 2:
-        raise GradiendError(
-            f"encoder metrics need pair rows of both classes {list(classes)}; none for {absent or 'enough rows'}"
-        )
+        raise GradiendError(f"encoder metrics need pair rows of both groups of the task; none for {absent or 'enough rows'}")
     return pairs
 
 
@@ -87,20 +91,26 @@ def encoder_metrics(
 ) -> dict[str, Any]:
     """Metrics of an encodings table (columns ``ENCODING_COLUMNS``) in the ``metrics/encoder.json`` schema.
 
-    Pearson/Spearman/binary accuracy/Cohen's d/AUROC use the pair rows; the ternary accuracy uses pairs and
-    neutral rows (label 0 must encode inside ``boundaries``). ``classes`` = (positive, negative).
+    Pearson/Spearman/binary accuracy/Cohen's d/AUROC use the task's pair rows with label ±1; ``pearson_with_identity``
+    adds the task's identity rows (label 0); the ternary accuracy and ``pearson_with_neutral`` add the neutral rows
+    too. ``classes`` = the task's (positive, negative) groups; ``per_class``/``per_transition`` cover every class and
+    transition of the table.
     """
-    pairs = _check_table(df, classes)
+    pairs = _check_table(df)
     rng = np.random.default_rng(seed)
     enc, lab = pairs["encoding"].to_numpy(float), pairs["label"].to_numpy(float)
-    pos, neg = (pairs.loc[pairs["class"] == c, "encoding"].to_numpy(float) for c in classes)
-    all_enc, all_lab = df["encoding"].to_numpy(float), df["label"].to_numpy(float)
+    pos, neg = enc[lab > 0], enc[lab < 0]
+    task_rows = df[(df["variant"] == "pairs") & df["in_task"].astype(bool)]
+    scored = pd.concat([task_rows, df[df["variant"] != "pairs"]])
+    all_enc, all_lab = scored["encoding"].to_numpy(float), scored["label"].to_numpy(float)
     return {
         "split": _split_name(df),
         "n_rows": int(len(df)),
         "classes": list(classes),
         "pearson": stats.paired(stats.pearson, enc, lab, n_boot, rng),
         "spearman": stats.paired(stats.spearman, enc, lab, n_boot, rng),
+        "pearson_with_identity": stats.paired(stats.pearson, task_rows["encoding"].to_numpy(float),
+                                              task_rows["label"].to_numpy(float), n_boot, rng),
         "pearson_with_neutral": stats.paired(stats.pearson, all_enc, all_lab, n_boot, rng),
         "accuracy_ternary": stats.paired(
             stats.mean_equal, _ternary(all_enc, boundaries), _ternary(all_lab, boundaries), n_boot, rng
@@ -108,12 +118,22 @@ def encoder_metrics(
         "accuracy_binary": stats.paired(stats.mean_equal, np.where(enc >= 0, 1, -1), np.sign(lab), n_boot, rng),
         "cohens_d": stats.two_sample(stats.cohens_d, pos, neg, n_boot, rng),
         "auroc": stats.two_sample(stats.auroc, pos, neg, n_boot, rng),
-        "per_class": {c: _summary(v) for c, v in ((classes[0], pos), (classes[1], neg))},
+        "per_group": {classes[0]: _summary(pos), classes[1]: _summary(neg)},
+        "per_class": _summaries(df[df["variant"] == "pairs"], "class"),
+        "per_transition": _summaries(df[df["variant"] == "pairs"], "transition"),
         "per_target": _per_group(pairs, "word"),
         "neutral": _neutral(df),
         "boundaries": list(boundaries),
         "bootstrap": {"samples": n_boot, "seed": seed, "level": stats.CI_LEVEL},
     }
+
+
+def _summaries(df: pd.DataFrame, column: str) -> dict[str, dict[str, Any]]:
+    """Encoding summary (and the label) per value of ``column``, in order of appearance."""
+    out = {}
+    for key, group in df.groupby(column, sort=False):
+        out[str(key)] = {**_summary(group["encoding"].to_numpy(float)), "label": float(group["label"].iloc[0])}
+    return out
 
 
 def _split_name(df: pd.DataFrame) -> str:
@@ -157,12 +177,13 @@ def neutral_rows(
     *,
     variant: str,
     seed: int = 0,
-    split: str = "test",
+    split: str | Sequence[str] = "test",
     sentence_ids: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Rows in the pairs-table layout with one non-feature word masked per text (factual = alternative).
 
-    Texts without a maskable word are skipped; the draw is seeded.
+    ``split`` names the split of every text, or gives one per text. Texts without a maskable word are skipped;
+    the draw is seeded.
     """
     from gradiend.evaluate.lm_metrics import word_pattern
 
@@ -171,12 +192,13 @@ def neutral_rows(
     pattern = word_pattern(exclude_words)
     rng = np.random.default_rng(seed)
     ids = list(sentence_ids) if sentence_ids is not None else list(range(len(texts)))
+    splits = [split] * len(texts) if isinstance(split, str) else list(split)
     rows = []
-    for text, sid in zip(texts, ids, strict=True):
+    for text, sid, text_split in zip(texts, ids, splits, strict=True):
         done = _mask_one_word(str(text), pattern, rng)
         if done is not None:
             rows.append({"masked": done[0], "factual": done[1], "factual_class": NEUTRAL_CLASS,
-                         "alternative": done[1], "alternative_class": NEUTRAL_CLASS, "split": split,
+                         "alternative": done[1], "alternative_class": NEUTRAL_CLASS, "split": text_split,
                          "sentence_id": int(sid), "variant": variant})
     return pd.DataFrame(rows, columns=[*_NEUTRAL_ROW_COLUMNS])
 
@@ -200,15 +222,22 @@ def source_columns(source: str) -> tuple[str, str]:
     return ("alternative", "alternative_class") if source == "alternative" else ("factual", "factual_class")
 
 
-def pair_labels(pairs: pd.DataFrame, classes: tuple[str, str], source: str) -> pd.DataFrame:
-    """``label``, ``class`` and ``word`` of each pair row for the GRADIEND's source (docs/architecture.md)."""
+def pair_labels(pairs: pd.DataFrame, task: Task, source: str) -> pd.DataFrame:
+    """``label``, ``class``, ``word``, ``transition`` and ``in_task`` of each pair row for the GRADIEND's source.
+
+    ``class``/``word`` are those of the source token; the label follows its group in ``task`` (0 outside it and for
+    identity rows); ``in_task`` marks the trained transitions and the task's identity classes.
+    """
     word_col, class_col = source_columns(source)
-    cls = pairs[class_col].astype(str)
-    unknown = sorted(set(cls) - set(classes))
-    if unknown:
-        raise GradiendError(f"pair rows have classes {unknown} that are not this GRADIEND's {list(classes)}")
-    label = np.where(cls == classes[0], 1.0, -1.0)
-    return pd.DataFrame({"label": label, "class": cls.to_numpy(), "word": pairs[word_col].astype(str).to_numpy()})
+    factual, alternative = pairs["factual_class"].astype(str), pairs["alternative_class"].astype(str)
+    trained = set(task.transitions) | {(c, c) for c in task.identity}
+    return pd.DataFrame({
+        "label": [task.source_label(source, f, a) for f, a in zip(factual, alternative, strict=True)],
+        "class": pairs[class_col].astype(str).to_numpy(),
+        "word": pairs[word_col].astype(str).to_numpy(),
+        "transition": [transition_name(f, a) for f, a in zip(factual, alternative, strict=True)],
+        "in_task": [(f, a) in trained for f, a in zip(factual, alternative, strict=True)],
+    })
 
 
 # --- encoding with a model --------------------------------------------------------------------------
@@ -276,16 +305,21 @@ def encodings_table(
 ) -> pd.DataFrame:
     """Encode the ``split``'s pair rows and both neutral variants; one row per encoding (``ENCODING_COLUMNS``).
 
-    ``max_rows`` caps the pair rows per source class and each neutral variant (seeded sample).
+    ``split = "all"`` encodes every split (the ``split`` column tells them apart). The pair rows are every
+    transition of the data set plus identity rows of the classes outside the task (:func:`gradiend.tasks.all_rows`).
+    ``max_rows`` caps the pair rows per transition and each neutral variant (seeded sample).
     """
-    classes = _classes(gradiend)
-    rows = cap_rows(pairs[pairs["split"] == split], max_rows, seed, by=source_columns(gradiend.meta.source)[1])
+    task = _task(gradiend)
+    rows = all_rows(pairs, task, None if split == ALL_SPLITS else split)
+    rows = rows.assign(_transition=rows["factual_class"].astype(str) + "->" + rows["alternative_class"].astype(str))
+    rows = cap_rows(rows, max_rows, seed, by="_transition").drop(columns="_transition")
     if rows.empty:
         raise GradiendError(f"no pair rows in split {split!r}")
     exclude = set(feature_words) | _class_words(pairs)
-    parts = [_pairs_part(lm, gradiend, rows, classes, split)]
-    masked = neutral_rows(restore_target(rows), exclude, variant="neutral_masked", seed=seed, split=split,
-                          sentence_ids=rows["sentence_id"].tolist())
+    parts = [_pairs_part(lm, gradiend, rows, task)]
+    originals = rows.drop_duplicates(["masked", "factual"])
+    masked = neutral_rows(restore_target(originals), exclude, variant="neutral_masked", seed=seed,
+                          split=originals["split"].tolist(), sentence_ids=originals["sentence_id"].tolist())
     text = neutral_rows(list(neutral_texts)[: max_rows or None], exclude, variant="neutral_text", seed=seed,
                         split=split)
     for neutral in (masked, text):
@@ -293,17 +327,18 @@ def encodings_table(
     return pd.concat(parts, ignore_index=True)[list(ENCODING_COLUMNS)]
 
 
-def _classes(gradiend: Any) -> tuple[str, str]:
-    classes = gradiend.meta.classes
-    if not classes or len(classes) != 2:
-        raise GradiendError("the GRADIEND has no (positive, negative) classes in its metadata; train it with classes")
-    return tuple(classes)
+def _task(gradiend: Any) -> Task:
+    task = gradiend.task
+    if task is None:
+        raise GradiendError("the GRADIEND has no task (positive and negative classes) in its metadata; train it "
+                            "with classes")
+    return task
 
 
-def _pairs_part(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, classes: tuple[str, str], split: str):
-    labels = pair_labels(rows, classes, gradiend.meta.source)
+def _pairs_part(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, task: Task) -> pd.DataFrame:
+    labels = pair_labels(rows, task, gradiend.meta.source)
     labels["encoding"] = _encode(lm, gradiend, rows, gradiend.meta.source)
-    labels["variant"], labels["split"] = "pairs", split
+    labels["variant"], labels["split"] = "pairs", rows["split"].to_numpy()
     labels["sentence_id"] = rows["sentence_id"].to_numpy()
     return labels
 
@@ -313,6 +348,7 @@ def _neutral_part(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame) -> pd.Data
         "encoding": _encode(lm, gradiend, rows, "factual"),
         "label": 0.0, "class": NEUTRAL_CLASS, "word": rows["factual"].to_numpy(), "variant": rows["variant"].to_numpy(),
         "split": rows["split"].to_numpy(), "sentence_id": rows["sentence_id"].to_numpy(),
+        "transition": NEUTRAL_CLASS, "in_task": False,
     })
 
 
@@ -341,7 +377,7 @@ def evaluate_encoder(
     config = config or EvalConfig()
     table = encodings_table(lm, gradiend, pairs, neutral_texts, split=config.split, max_rows=config.max_rows,
                             seed=config.seed)
-    metrics = encoder_metrics(table, _classes(gradiend), n_boot=config.bootstrap, seed=config.seed)
+    metrics = encoder_metrics(table, _task(gradiend).group_ids, n_boot=config.bootstrap, seed=config.seed)
     return EncoderResult(table, metrics)
 
 
