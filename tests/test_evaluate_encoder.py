@@ -11,7 +11,6 @@ from scipy import stats as sps
 
 from gradiend.errors import GradiendError
 from gradiend.evaluate import stats
-from gradiend.tasks import Task
 from gradiend.evaluate.encoder import (
     ENCODING_COLUMNS,
     EncoderResult,
@@ -20,6 +19,7 @@ from gradiend.evaluate.encoder import (
     pair_labels,
     write_encoder_results,
 )
+from gradiend.tasks import Task
 
 CLASSES = ("3SG", "3PL")
 TASK = Task.pair(*CLASSES)
