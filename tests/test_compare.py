@@ -1,10 +1,8 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from gradiend.compare import (
     cosine_on_shared,
-    cross_encoding_matrix,
     grouped_share,
     overlap,
     overlap_matrices,
@@ -74,16 +72,3 @@ def test_cosine_uses_full_norms():
     assert cosine_on_shared(np.array([0, 1]), np.array([1.0, 1.0]), np.array([1]), np.array([2.0])) == pytest.approx(
         1 / np.sqrt(2)
     )
-
-
-def test_cross_encoding_reads_positive_class_and_normalises():
-    tables = {
-        ("A", "A"): pd.DataFrame({"encoding": [0.8, -0.8], "class": ["a+", "a-"]}),
-        ("A", "B"): pd.DataFrame({"encoding": [0.4, -0.2], "class": ["b+", "b-"]}),
-        ("B", "A"): pd.DataFrame({"encoding": [0.1, 0.0], "class": ["a+", "a-"]}),
-        ("B", "B"): pd.DataFrame({"encoding": [0.5, -0.5], "class": ["b+", "b-"]}),
-    }
-    m = cross_encoding_matrix(["A", "B"], lambda a, b: tables[(a, b)], {"A": "a+", "B": "b+"}, normalize=True)
-    assert m.loc["A", "B"] == pytest.approx(0.5)
-    assert m.loc["B", "A"] == pytest.approx(0.2)
-    assert m.loc["A", "A"] == 1.0

@@ -250,7 +250,7 @@ def test_class_constraints_reach_the_feature() -> None:
 
     text = MINIMAL + '[data.constraints.3SG]\npos = "PRON"\nmorph = "Number=Sing|Person=3"\n'
     config = loads_config(text)
-    feature = feature_of(config)
+    feature = feature_of(config.data)
     assert [(c.id, c.pos, c.morph, c.needs_spacy) for c in feature.classes] == [
         ("3SG", "PRON", "Number=Sing|Person=3", True), ("3PL", None, None, False)]
     assert loads_config(config.to_toml()) == config

@@ -12,7 +12,7 @@ top-k.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,30 +189,3 @@ def similarity_matrix(
 
 
 # --- cross-encoding ---------------------------------------------------------------------------------
-
-
-def cross_encoding_matrix(
-    names: Sequence[str],
-    encode: Callable[[str, str], pd.DataFrame],
-    positive_class: Mapping[str, str],
-    normalize: bool = False,
-) -> pd.DataFrame:
-    """Mean encoding of feature B's positive-class test rows by GRADIEND A, for every (A, B).
-
-    ``encode(a, b)`` returns a table with columns ``encoding`` and ``class`` (the class of the source token) for
-    feature ``b``'s test rows encoded by GRADIEND ``a``; GRADIEND ``a`` is oriented so that its own positive class
-    reads positive. With ``normalize`` each row is divided by its diagonal entry.
-    """
-    m = np.full((len(names), len(names)), np.nan)
-    for i, a in enumerate(names):
-        for j, b in enumerate(names):
-            table = encode(a, b)
-            rows = table[table["class"] == positive_class[b]]
-            if len(rows):
-                m[i, j] = float(rows["encoding"].mean())
-    if normalize:
-        diag = np.diag(m).copy()
-        if np.any(~np.isfinite(diag)) or np.any(diag == 0):
-            raise GradiendError("cannot normalise by the diagonal: a GRADIEND has a zero or missing self-encoding")
-        m = m / diag[:, None]
-    return pd.DataFrame(m, index=list(names), columns=list(names))

@@ -224,7 +224,14 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
     ``train.lr=1e-4``, ``train.seeds=[0, 1]``, ``data.options.seed=3``, ``name=other``; a value that is not a
     TOML literal is taken as a string. The result is validated like a loaded file.
     """
-    raw = config.to_dict()
+    return config_from_dict(apply_raw_overrides(config.to_dict(), overrides))
+
+
+def apply_raw_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A deep copy of plain nested data (as parsed from TOML) with ``section.key=value`` assignments applied."""
+    import copy
+
+    raw = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -236,7 +243,16 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
             if not isinstance(table, dict):
                 raise GradiendError(f"override {item!r}: {part!r} is not a section")
         table[last] = _toml_value(text.strip())
-    return config_from_dict(raw)
+    return raw
+
+
+def data_section_from_dict(raw: Mapping[str, Any], where: str = "data") -> DataSection:
+    """A validated ``[data]`` section on its own (a study's data set, shared by several runs)."""
+    data = _build(DataSection, raw, where=where)
+    _check_data_source(data)
+    if data.texts is not None:
+        _check_classes(data)
+    return data
 
 
 def _toml_value(text: str) -> Any:
@@ -250,9 +266,18 @@ def stage_fingerprint(config: ExperimentConfig, stage: str) -> str:
     """A short hash of the sections ``stage`` depends on (fields marked NO_FINGERPRINT left out)."""
     if stage not in STAGE_SECTIONS:
         raise GradiendError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_SECTIONS)}")
-    payload = {"format": FORMAT_VERSION, "stage": stage}
-    for section in STAGE_SECTIONS[stage]:
-        payload[section] = _to_plain(getattr(config, section), for_fingerprint=True)
+    return _fingerprint(stage, {section: getattr(config, section) for section in STAGE_SECTIONS[stage]})
+
+
+def data_fingerprint_of(data: DataSection) -> str:
+    """The data stage's fingerprint of a ``[data]`` section alone (equal to ``stage_fingerprint(config, "data")``)."""
+    return _fingerprint("data", {"data": data})
+
+
+def _fingerprint(stage: str, sections: Mapping[str, Any]) -> str:
+    payload: dict[str, Any] = {"format": FORMAT_VERSION, "stage": stage}
+    for name, value in sections.items():
+        payload[name] = _to_plain(value, for_fingerprint=True)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -471,6 +496,11 @@ def _constrained(data: DataSection, class_id: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------------
 # writing
+
+
+def to_plain(section: Any) -> Any:
+    """A config section (or value) as plain TOML data: tuples as lists, None as "none" where it is not the default."""
+    return _to_plain(section)
 
 
 def _to_plain(obj: Any, for_fingerprint: bool = False) -> Any:

@@ -15,6 +15,7 @@ PosixPath('runs/demo/report.html')
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import time
@@ -28,7 +29,7 @@ import pandas as pd
 
 from gradiend import __version__
 from gradiend import constants as C
-from gradiend.config import ExperimentConfig, save_config, stage_fingerprint
+from gradiend.config import DataSection, ExperimentConfig, data_fingerprint_of, save_config, stage_fingerprint
 from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_data
 from gradiend.errors import GradiendError
 from gradiend.io import read_json, write_json, write_jsonl
@@ -58,13 +59,11 @@ class RunResult:
 class Run:
     """A run directory and its stage bookkeeping; loads the base model only when a stage needs it."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True,
-                 data_dir: Path | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True) -> None:
         self.config = config
         self.dir = Path(run_dir) if run_dir is not None else config.run_dir
         self.progress = progress
-        self._data_dir = Path(data_dir) if data_dir is not None else None
-        self._lm: LoadedModel | None = None
+        self._lm: LoadedModel | Callable[[], LoadedModel] | None = None
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -77,8 +76,8 @@ class Run:
 
     @property
     def data_dir(self) -> Path:
-        """The run's own ``data/``, or the data set it shares with other runs of a study."""
-        return self._data_dir if self._data_dir is not None else self.dir / C.DATA_DIR
+        """The run's ``data/``: its own, or a link to the data set it shares with other runs of a study."""
+        return self.dir / C.DATA_DIR
 
     @property
     def task(self) -> Task:
@@ -114,6 +113,8 @@ class Run:
 
     @property
     def lm(self) -> LoadedModel:
+        if callable(self._lm):  # a factory (a study's shared model): called once, when a stage needs the model
+            self._lm = self._lm()
         if self._lm is None:
             import torch
 
@@ -140,19 +141,22 @@ def run(
     until: str = "report",
     run_dir: str | Path | None = None,
     progress: bool = True,
-    lm: LoadedModel | None = None,
+    lm: LoadedModel | Callable[[], LoadedModel] | None = None,
     data_dir: str | Path | None = None,
 ) -> RunResult:
     """Run (or resume) the whole pipeline for ``config``; stages up to ``until`` inclusive.
 
-    ``data_dir`` points the run at a data set shared with other runs (a study creates it once); the run then
-    reads it instead of creating its own ``data/``.
+    ``lm`` is the loaded base model, or a factory called only when a stage needs it. ``data_dir`` points the run
+    at a data set shared with other runs (a study creates it once): ``<run>/data`` becomes a relative link to it,
+    so every later command on the run directory finds its data.
     """
     if until not in STAGES:
         raise GradiendError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
-    r = Run(config, Path(run_dir) if run_dir else None, progress, Path(data_dir) if data_dir else None)
+    r = Run(config, Path(run_dir) if run_dir else None, progress)
     r._lm = lm
     r.dir.mkdir(parents=True, exist_ok=True)
+    if data_dir is not None:
+        link_data(r.dir, Path(data_dir))
     save_config(config, r.dir / C.CONFIG_FILE)
     if force:
         r.invalidate_from("data")
@@ -176,35 +180,33 @@ def run(
 # --- the stages ------------------------------------------------------------------------------------
 
 
-def feature_of(config: ExperimentConfig) -> Feature:
+def feature_of(d: DataSection) -> Feature:
     """The configured feature: classes in order, each with its ``[data.constraints]`` if any."""
-    constraints = config.data.constraints
     return Feature(tuple(
-        FeatureClass(cid, tuple(words), **(asdict(constraints[cid]) if cid in constraints else {}))
-        for cid, words in config.data.classes.items()
+        FeatureClass(cid, tuple(words), **(asdict(d.constraints[cid]) if cid in d.constraints else {}))
+        for cid, words in d.classes.items()
     ))
 
 
-def make_data(config: ExperimentConfig) -> FeatureData:
-    """The feature data set of ``config``: mined from raw text, or imported from a prepared table."""
-    d = config.data
+def make_data(d: DataSection) -> FeatureData:
+    """The feature data set of a ``[data]`` section: mined from raw text, or imported from a prepared table."""
     if d.table is not None:
         from gradiend.data.table import import_table
 
         return import_table(d.table, d.options, classes=d.classes or None, neutral=d.neutral, hf_config=d.hf_config)
     texts = d.texts if isinstance(d.texts, str) else list(d.texts or ())
-    return create_data(texts, feature_of(config), d.options, text_column=d.text_column, id_column=d.id_column,
+    return create_data(texts, feature_of(d), d.options, text_column=d.text_column, id_column=d.id_column,
                        max_documents=d.max_documents, hf_config=d.hf_config, hf_split=d.hf_split)
 
 
-def create_dataset(config: ExperimentConfig, data_dir: str | Path) -> FeatureData:
-    """Create (or keep, when its recorded fingerprint matches) the data set of ``config`` in ``data_dir``."""
+def create_dataset(d: DataSection, data_dir: str | Path) -> FeatureData:
+    """Create (or keep, when its recorded fingerprint matches) the data set of a ``[data]`` section in ``data_dir``."""
     data_dir = Path(data_dir)
-    fingerprint = stage_fingerprint(config, "data")
+    fingerprint = data_fingerprint_of(d)
     if data_fingerprint(data_dir) == fingerprint:
         log.info("data set %s: up to date, kept", data_dir)
         return load_data(data_dir)
-    data = make_data(config)
+    data = make_data(d)
     data.meta["stage_fingerprint"] = fingerprint
     data.save(data_dir)
     return data
@@ -219,6 +221,20 @@ def data_fingerprint(data_dir: Path) -> str | None:
     return meta.get("stage_fingerprint") if isinstance(meta, dict) else None
 
 
+def link_data(run_dir: Path, data_dir: Path) -> None:
+    """Make ``<run_dir>/data`` a relative link to a shared data set (replacing a run-owned copy)."""
+    link = run_dir / C.DATA_DIR
+    target = Path(os.path.relpath(data_dir.resolve(), run_dir.resolve()))
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+
+
 def record_data_fingerprint(data_dir: Path, fingerprint: str) -> None:
     """Record in ``data.json`` which configuration the data set stands for (an adopted one included)."""
     path = data_dir / C.DATA_META_FILE
@@ -229,7 +245,7 @@ def record_data_fingerprint(data_dir: Path, fingerprint: str) -> None:
 
 def stage_data(r: Run) -> FeatureData:
     with r.stage("data"):
-        return create_dataset(r.config, r.data_dir)
+        return create_dataset(r.config.data, r.data_dir)
 
 
 def stage_train(r: Run) -> None:

@@ -1,12 +1,13 @@
-"""Comparison figures: heatmaps of GRADIEND × GRADIEND matrices and Venn diagrams of 2–3 top-k sets.
+"""Comparison figures: heatmaps of GRADIEND matrices, Venn diagrams of 2–3 top-k sets, UpSet plots beyond.
 
 Like :mod:`gradiend.plots`, figures are built with ``matplotlib.figure.Figure`` (never pyplot) and saved, never
-shown. Heatmaps can be reordered by hierarchical clustering so that related features sit together.
+shown. Heatmaps can be reordered by hierarchical clustering so that related features sit together, relabelled
+with label maps, and annotated with brackets over groups of rows or columns (e.g. the data set of each class).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,14 @@ def cluster_order(matrix: pd.DataFrame) -> list[str]:
 def heatmap_figure(
     matrix: pd.DataFrame, title: str, *, annotate: bool = True, cluster: bool = False, fmt: str = ".2f",
     cmap: str = "viridis", center_zero: bool = False, hide_diagonal: bool = False,
+    row_labels: Mapping[str, str] | None = None, col_labels: Mapping[str, str] | None = None,
+    row_groups: Mapping[str, Sequence[str]] | None = None, col_groups: Mapping[str, Sequence[str]] | None = None,
 ):
     """A heatmap of ``matrix`` (rows × columns) with optional cell annotations and clustering order.
 
-    ``hide_diagonal`` leaves self-comparisons blank so they do not dominate the colour scale.
+    ``hide_diagonal`` leaves self-comparisons blank so they do not dominate the colour scale. ``row_labels`` /
+    ``col_labels`` map names to display labels; ``row_groups`` / ``col_groups`` (``{group: [names...]}``) draw a
+    bracket with the group's name along the rows or columns it spans (when they are contiguous).
     """
     if matrix.empty:
         raise GradiendError(f"cannot draw {title!r}: the matrix is empty")
@@ -59,9 +64,11 @@ def heatmap_figure(
     kwargs = {"vmin": -vmax, "vmax": vmax, "cmap": "RdBu_r"} if center_zero else {"cmap": cmap}
     image = ax.imshow(values, aspect="auto", **kwargs)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_xticks(range(n_cols), [str(c) for c in matrix.columns], rotation=45, ha="right")
-    ax.set_yticks(range(n_rows), [str(r) for r in matrix.index])
-    ax.set_title(title)
+    ax.set_xticks(range(n_cols), [_label(c, col_labels) for c in matrix.columns], rotation=45, ha="right")
+    ax.set_yticks(range(n_rows), [_label(r, row_labels) for r in matrix.index])
+    ax.set_title(title, pad=22 if col_groups else 6)
+    _brackets(ax, list(matrix.columns), col_groups, axis="x")
+    _brackets(ax, list(matrix.index), row_groups, axis="y")
     if annotate:
         for i in range(n_rows):
             for j in range(n_cols):
@@ -69,6 +76,29 @@ def heatmap_figure(
                 text = "–" if not np.isfinite(v) else format(v, fmt)
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color=_text_color(image, v))
     return fig
+
+
+def _label(name: object, labels: Mapping[str, str] | None) -> str:
+    return str((labels or {}).get(str(name), name))
+
+
+def _brackets(ax, names: list, groups: Mapping[str, Sequence[str]] | None, axis: str) -> None:
+    """A line with the group's name over each contiguous run of a group's members (above columns / left of rows)."""
+    if not groups:
+        return
+    position = {str(n): i for i, n in enumerate(names)}
+    for group, members in groups.items():
+        idx = sorted(position[str(m)] for m in members if str(m) in position)
+        if not idx or idx[-1] - idx[0] + 1 != len(idx):
+            continue  # not contiguous (e.g. after clustering): no bracket
+        lo, hi = idx[0] - 0.4, idx[-1] + 0.4
+        if axis == "x":
+            t = ax.get_xaxis_transform()
+            ax.plot([lo, lo, hi, hi], [1.005, 1.02, 1.02, 1.005], color="black", lw=1, transform=t, clip_on=False)
+            ax.text((lo + hi) / 2, 1.03, str(group), ha="center", va="bottom", fontsize=8, transform=t)
+        else:
+            t = ax.get_yaxis_transform()
+            ax.plot([-0.005, -0.02, -0.02, -0.005], [lo, lo, hi, hi], color="black", lw=1, transform=t, clip_on=False)
 
 
 def _text_color(image, value: float) -> str:
@@ -130,3 +160,45 @@ def venn_figure(sets: Sequence[set], names: Sequence[str], title: str = "top-k o
 def plot_venn(sets: Sequence[set], names: Sequence[str], path: str | Path, title: str = "top-k overlap",
               formats: Iterable[str] = ("png",)) -> Path:
     return save_figure(venn_figure(sets, names, title), path, formats)
+
+
+def upset_regions(sets: Sequence[set]) -> dict[tuple[int, ...], int]:
+    """Sizes of the exclusive membership regions of any number of sets, keyed by the member set indices."""
+    regions: dict[tuple[int, ...], int] = {}
+    for item in set().union(*sets):
+        key = tuple(i for i, s in enumerate(sets) if item in s)
+        regions[key] = regions.get(key, 0) + 1
+    return regions
+
+
+def upset_figure(sets: Sequence[set], names: Sequence[str], title: str = "top-k overlap", max_bars: int = 25):
+    """UpSet plot: bars of the largest exclusive intersections, with a dot matrix naming their member sets.
+
+    Regions shared by two or more sets come first (largest first), then the sets' exclusive parts.
+    """
+    if len(sets) < 2 or len(sets) != len(names):
+        raise GradiendError(f"an UpSet plot needs at least two named sets, got {len(sets)} sets, {len(names)} names")
+    regions = upset_regions(sets)
+    keys = sorted(regions, key=lambda k: (len(k) < 2, -regions[k], k))[:max_bars]
+    figure_module = require("matplotlib.figure", "plot", "plots")
+    fig = figure_module.Figure(figsize=(2.5 + 0.35 * len(keys), 2.5 + 0.3 * len(sets)), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, max(1, 0.25 * len(sets))]})
+    top.bar(range(len(keys)), [regions[k] for k in keys], color="#1f77b4")
+    for x, k in enumerate(keys):
+        top.text(x, regions[k], str(regions[k]), ha="center", va="bottom", fontsize=7)
+    top.set_ylabel("exclusive intersection size")
+    top.set_title(title)
+    for x, k in enumerate(keys):
+        bottom.scatter([x] * len(sets), range(len(sets)), color="#dddddd", s=25)
+        bottom.scatter([x] * len(k), list(k), color="black", s=25)
+        if len(k) > 1:
+            bottom.plot([x, x], [min(k), max(k)], color="black", lw=1.5)
+    bottom.set_yticks(range(len(sets)), [f"{n} ({len(s)})" for n, s in zip(names, sets, strict=True)])
+    bottom.set_xticks([])
+    bottom.invert_yaxis()
+    return fig
+
+
+def plot_upset(sets: Sequence[set], names: Sequence[str], path: str | Path, title: str = "top-k overlap",
+               formats: Iterable[str] = ("png",)) -> Path:
+    return save_figure(upset_figure(sets, names, title), path, formats)

@@ -1,40 +1,59 @@
-"""Suites: several features on one base model, trained and evaluated as one study.
+"""Suites: a study of many GRADIENDs on one base model, declared in one TOML file.
 
-A suite file names feature classes once and says which features to build from them::
+A suite names its feature data sets once (each created once and shared by every run that uses it) and declares
+the GRADIENDs to train on them with designs (:mod:`gradiend.designs`)::
 
-    name = "english-grammar"
+    name = "english-pronouns"
     output_dir = "runs"
-    features = [["3SG", "3PL"], ["is", "are"]]   # or "all_pairs", or "one_vs_rest"
 
-    [classes]
+    [datasets.pronouns.classes]          # one data set: N classes, every transition between them
+    1SG = ["i"]
+    1PL = ["we"]
     3SG = ["he", "she", "it"]
     3PL = ["they"]
-    ...
 
-    [base]            # every section of a run config except data.classes, shared by all features
-                      # ([base.data.constraints.<class>] apply to the features that use the class)
-    [base.model]
+    [[designs]]
+    dataset = "pronouns"                 # optional when there is one data set
+    kind = "all_pairs"                   # or pairs, merged, one_vs_rest, all_but_one
+
+    [[designs]]
+    kind = "merged"
+    name = "SG_vs_PL"
+    groups = {SG = ["1SG", "3SG"], PL = ["1PL", "3PL"]}
+    clusters = [["1SG", "1PL"], ["3SG", "3PL"]]
+
+    [overrides.SG_vs_PL.train]           # per-feature settings (any section of a run config)
+    lr = 1e-4
+
+    [base.model]                         # every section of a run config, shared by all features
     spec = "offline:splade-tiny"
-    [base.data]
+    [base.data]                          # a data set's own keys ([datasets.<name>.*]) override these
     texts = "offline:wiki-en"
 
-Each feature becomes a run directory ``<output_dir>/<name>/<A>_vs_<B>``; the base model is loaded once for all of
-them. Afterwards the runs are compared (:func:`gradiend.study.compare_runs`) into ``<study>/comparison`` and a study
-report links every run.
+Data sets live in ``<study>/data/<name>``, runs in ``<study>/<feature>``, the comparison in ``<study>/comparison``.
+The older form (top-level ``[classes]`` and ``features = [["A", "B"], ...] | "all_pairs" | "one_vs_rest"``) is one
+data set named ``default`` with one design.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
-import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradiend.config import ExperimentConfig, config_from_dict
+from gradiend.config import (
+    DataSection,
+    ExperimentConfig,
+    apply_overrides,
+    apply_raw_overrides,
+    config_from_dict,
+    data_section_from_dict,
+    to_plain,
+)
+from gradiend.designs import FeatureSpec, expand
 from gradiend.errors import GradiendError
 
 if sys.version_info >= (3, 11):
@@ -42,113 +61,215 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-log = logging.getLogger(__name__)
+_TOP_KEYS = ("name", "output_dir", "datasets", "designs", "overrides", "base", "compare", "execution",
+             "features", "classes")
+DATA_DIR = "data"
+COMPARISON_DIR = "comparison"
 
-_TOP_KEYS = ("name", "output_dir", "features", "classes", "base", "compare")
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One GRADIEND of the study: its run configuration and the data set it reads."""
+
+    config: ExperimentConfig
+    dataset: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
 
 @dataclass(frozen=True)
 class Suite:
-    """The study directory and one :class:`ExperimentConfig` per feature."""
+    """The study directory, its data sets (a ``[data]`` section each) and its runs."""
 
     name: str
     output_dir: str
-    runs: tuple[ExperimentConfig, ...]
-    compare: Mapping[str, Any]
+    datasets: Mapping[str, DataSection]
+    runs: tuple[SuiteRun, ...]
+    compare: Mapping[str, Any] = field(default_factory=dict)
+    execution: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def study_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
+    def data_dir(self, dataset: str) -> Path:
+        return self.study_dir / DATA_DIR / dataset
 
-def feature_pairs(classes: Mapping[str, Sequence[str]], features: Any) -> list[tuple[str, str]]:
-    """Resolve ``features``: an explicit list of [A, B] pairs, ``"all_pairs"`` or ``"one_vs_rest"``."""
-    ids = list(classes)
-    if features == "all_pairs":
-        return list(itertools.combinations(ids, 2))
-    if features == "one_vs_rest":
-        return [(c, f"non_{c}") for c in ids]
-    if not isinstance(features, list) or not features:
-        raise GradiendError('features must be a list of [A, B] pairs, "all_pairs" or "one_vs_rest"')
-    pairs = []
-    for item in features:
-        if not (isinstance(item, list) and len(item) == 2):
-            raise GradiendError(f"feature {item!r} is not a pair [A, B]")
-        for cid in item:
-            if cid not in classes:
-                raise GradiendError(f"feature {item!r} names unknown class {cid!r}; classes: {', '.join(ids)}")
-        pairs.append((item[0], item[1]))
-    return pairs
+    @property
+    def configs(self) -> tuple[ExperimentConfig, ...]:
+        return tuple(r.config for r in self.runs)
 
 
-def _class_words(classes: Mapping[str, Sequence[str]], cid: str) -> list[str]:
-    if cid.startswith("non_") and cid not in classes:
-        own = cid[len("non_"):]
-        return [w for other, words in classes.items() if other != own for w in words]
-    return list(classes[cid])
+def suite_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), output_dir: str | None = None) -> Suite:
+    """Validate a parsed suite file and build one run configuration per feature.
 
-
-def suite_from_dict(raw: Mapping[str, Any]) -> Suite:
-    """Validate a parsed suite file and build one run configuration per feature."""
-    for key in raw:
-        if key not in _TOP_KEYS:
-            raise GradiendError(f"unknown key {key!r} in the suite file; known: {', '.join(_TOP_KEYS)}")
-    for key in ("name", "classes", "base"):
+    ``overrides`` (``section.key=value``, as ``gradiend run --set``) apply to every run and data set;
+    ``output_dir`` replaces the file's.
+    """
+    unknown = [k for k in raw if k not in _TOP_KEYS]
+    if unknown:
+        raise GradiendError(f"unknown key(s) {unknown} in the suite file; known: {', '.join(_TOP_KEYS)}")
+    for key in ("name", "base"):
         if key not in raw:
             raise GradiendError(f"the suite file needs '{key}'")
-    classes = raw["classes"]
-    name, output_dir = str(raw["name"]), str(raw.get("output_dir", "runs"))
-    runs = []
-    for a, b in feature_pairs(classes, raw.get("features", "all_pairs")):
-        cfg = copy.deepcopy(dict(raw["base"]))
-        data = cfg.setdefault("data", {})
-        if "classes" in data:
-            raise GradiendError("[base.data] must not set classes: the suite's [classes] and features decide them")
-        data["classes"] = {a: _class_words(classes, a), b: _class_words(classes, b)}
-        constraints = data.get("constraints")
-        if isinstance(constraints, Mapping):  # [base.data.constraints.<class>]: each feature takes its own
-            unknown = [c for c in constraints if c not in classes]
-            if unknown:
-                raise GradiendError(f"[base.data.constraints] names unknown class(es) {unknown}; classes: "
-                                    f"{', '.join(classes)}")
-            data["constraints"] = {c: v for c, v in constraints.items() if c in (a, b)}
-        cfg["name"] = f"{a}_vs_{b}"
-        cfg["output_dir"] = str(Path(output_dir) / name)
-        rewrite = cfg.setdefault("rewrite", {})
-        rewrite.setdefault("strengthen", [a])
-        runs.append(config_from_dict(cfg))
-    return Suite(name, output_dir, tuple(runs), dict(raw.get("compare", {})))
+    raw = _modernise(raw)
+    name, out = str(raw["name"]), str(output_dir or raw.get("output_dir", "runs"))
+    base = dict(raw["base"])
+    if "classes" in base.get("data", {}):
+        raise GradiendError("[base.data] must not set classes: the suite's [datasets.<name>.classes] decide them")
+    study_dir = Path(out) / name
+    datasets = {ds: _dataset_config(base, section, ds, study_dir, overrides)
+                for ds, section in _table(raw, "datasets").items()}
+    if not datasets:
+        raise GradiendError("the suite declares no data set: add [datasets.<name>.classes]")
+    runs = _runs(raw, base, datasets, study_dir, overrides)
+    return Suite(name, out, datasets, runs, dict(raw.get("compare", {})), dict(raw.get("execution", {})))
 
 
-def load_suite(path: str | Path) -> Suite:
+def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise GradiendError(f"[{key}] must be a table")
+    return value
+
+
+def _modernise(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The older form (top-level [classes] + features) as one data set ``default`` with one design."""
+    raw = dict(raw)
+    if "classes" not in raw:
+        if "features" in raw:
+            raise GradiendError("features = ... needs the classes in a top-level [classes] table")
+        return raw
+    if "datasets" in raw or "designs" in raw:
+        raise GradiendError("use either [datasets] with [[designs]], or the older [classes] with features, not both")
+    features = raw.pop("features", "all_pairs")
+    classes = raw.pop("classes")
+    if features in ("all_pairs", "one_vs_rest"):
+        design: dict[str, Any] = {"kind": features}
+    elif isinstance(features, list):
+        design = {"kind": "pairs", "pairs": features}
+    else:
+        raise GradiendError('features must be a list of [A, B] pairs, "all_pairs" or "one_vs_rest"')
+    raw["datasets"] = {"default": {"classes": classes}}
+    raw["designs"] = [design]
+    return raw
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of plain TOML tables (``extra`` wins)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _dataset_config(base: Mapping[str, Any], section: Any, dataset: str, study_dir: Path,
+                    overrides: Sequence[str]) -> DataSection:
+    if not isinstance(section, Mapping):
+        raise GradiendError(f"[datasets.{dataset}] must be a table (classes, and optionally texts, constraints, ...)")
+    raw = apply_raw_overrides(_merge({"data": base.get("data", {})}, {"data": section}), overrides)
+    constraints = raw["data"].get("constraints", {})
+    classes = raw["data"].get("classes", {})
+    unknown = [c for c in constraints if classes and c not in classes]
+    if unknown:
+        raise GradiendError(f"constraints name unknown class(es) {unknown} of data set {dataset!r}; classes: "
+                            f"{', '.join(classes)}")
+    return data_section_from_dict(raw["data"], where=f"datasets.{dataset}")
+
+
+def _runs(raw: Mapping[str, Any], base: Mapping[str, Any], datasets: Mapping[str, DataSection],
+          study_dir: Path, overrides: Sequence[str]) -> tuple[SuiteRun, ...]:
+    designs = raw.get("designs", [])
+    if not isinstance(designs, list) or not designs:
+        raise GradiendError("the suite declares no design: add [[designs]] with kind = \"all_pairs\" (or pairs, "
+                            "merged, one_vs_rest, all_but_one)")
+    per_feature = _table(raw, "overrides")
+    runs: list[SuiteRun] = []
+    for design in designs:
+        dataset = _dataset_of(design, datasets)
+        classes = _class_ids(datasets[dataset], dataset)
+        for spec in expand(design, classes):
+            runs.append(_run(spec, dataset, datasets[dataset], base, per_feature, study_dir, overrides))
+    _check_unique([r.name for r in runs])
+    stray = [n for n in per_feature if n not in {r.name for r in runs}]
+    if stray:
+        raise GradiendError(f"[overrides] names feature(s) {stray} that no design declares; features: "
+                            f"{', '.join(r.name for r in runs)}")
+    return tuple(runs)
+
+
+def _dataset_of(design: Any, datasets: Mapping[str, DataSection]) -> str:
+    if not isinstance(design, Mapping):
+        raise GradiendError("every [[designs]] entry must be a table with a kind")
+    name = design.get("dataset")
+    if name is None:
+        if len(datasets) != 1:
+            raise GradiendError(f"the suite has {len(datasets)} data sets: every design needs dataset = one of "
+                                f"{', '.join(datasets)}")
+        return next(iter(datasets))
+    if name not in datasets:
+        raise GradiendError(f"design names data set {name!r}; data sets: {', '.join(datasets)}")
+    return str(name)
+
+
+def _class_ids(data: DataSection, name: str) -> list[str]:
+    classes = list(data.classes)
+    if not classes:
+        raise GradiendError(f"data set {name!r} needs its classes listed ([datasets.{name}.classes]; for an imported "
+                            "table the class ids with empty word lists)")
+    return classes
+
+
+def _run(spec: FeatureSpec, dataset: str, data: DataSection, base: Mapping[str, Any],
+         per_feature: Mapping[str, Any], study_dir: Path, overrides: Sequence[str]) -> SuiteRun:
+    raw = _merge(base, {"task": dict(spec.task), "name": spec.name, "output_dir": str(study_dir)})
+    raw["data"] = to_plain(data)
+    raw = _merge(_merge(raw, spec.overrides), per_feature.get(spec.name, {}))
+    rewrite = raw.setdefault("rewrite", {})
+    rewrite.setdefault("strengthen", [spec.task.get("positive") or next(iter(spec.task["groups"]))])
+    config = apply_overrides(config_from_dict(raw), overrides)
+    if config.data != data:
+        raise GradiendError(f"feature {spec.name!r} overrides [data]: a data set is shared by its features; declare "
+                            "another data set instead")
+    return SuiteRun(config, dataset)
+
+
+def _check_unique(names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise GradiendError(f"feature name(s) {dupes} are declared twice; give merged designs a name, or split the "
+                            "designs")
+
+
+def load_suite(path: str | Path, overrides: Sequence[str] = (), output_dir: str | None = None) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise GradiendError(f"suite file {str(path)!r} does not exist")
-    return suite_from_dict(tomllib.loads(path.read_text()))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise GradiendError(f"{path}: not valid TOML: {exc}") from exc
+    return suite_from_dict(raw, overrides, output_dir)
 
 
-def run_suite(suite: Suite, *, force: bool = False, progress: bool = True) -> Path:
-    """Run every feature (one loaded base model), compare them, write the study report; returns the study dir."""
-    from gradiend.pipeline import Run, run
-    from gradiend.report import write_study_report
-    from gradiend.study import compare_runs
+def run_suite(suite: Suite, *, force: bool = False, progress: bool = True, executor: str | None = None,
+              **executor_options: Any) -> Path:
+    """Create the data sets, train and evaluate every feature, compare them; returns the study directory.
 
-    specs = {c.model.spec for c in suite.runs}
-    if len(specs) != 1:
-        raise GradiendError(f"a suite runs on one base model, got {sorted(specs)}")
-    lm = Run(suite.runs[0]).lm
-    run_dirs = []
-    for config in suite.runs:
-        log.info("suite %s: feature %s", suite.name, config.name)
-        result = run(config, force=force, progress=progress, lm=lm)
-        run_dirs.append(result.run_dir)
-    figures, notes = [], []
-    if len(run_dirs) >= 2:
-        comparison = compare_runs(run_dirs, suite.study_dir / "comparison", lm=lm, **suite.compare)
-        figures = [(p, p.stem.replace("_", " ")) for p in comparison.figures]
-        pairs = ", ".join(f"{a} & {b}" for a, b in comparison.above_chance) or "none"
-        notes = [f"Top-k overlap above chance (hypergeometric, Bonferroni-corrected): {pairs}. "
-                 "Matrices as CSV in comparison/."]
-    write_study_report(run_dirs, suite.study_dir / "report.html", title=f"GRADIEND study: {suite.name}",
-                       write_run_reports=False, figures=figures, notes=notes)
+    The study is planned as a graph of stages (:mod:`gradiend.study_plan`) and run by an executor: ``"local"``
+    (in process, the default) or any registered one (``[execution] executor`` in the suite file).
+    """
+    from gradiend.executors import get_executor
+    from gradiend.study_plan import plan_study, write_summary
+
+    plan = plan_study(suite, force=force, progress=progress)
+    options = {**{k: v for k, v in suite.execution.items() if k != "executor"}, **executor_options}
+    name = executor or suite.execution.get("executor", "local")
+    outcome = get_executor(name, **options).run(plan)
+    write_summary(suite, plan, outcome)
     return suite.study_dir
