@@ -8,6 +8,7 @@ import time
 import click
 
 from gradiend.data import DataConfig, Feature, FeatureClass, create_data
+from gradiend.data.table import import_table
 from gradiend.errors import GradiendError
 
 CONSTRAINT_KEYS = ("pos", "dep", "morph", "lemma")
@@ -40,10 +41,14 @@ def _constrained(classes: list[FeatureClass], wheres: tuple[str, ...]) -> list[F
 
 
 @click.command("data")
-@click.option("--texts", "texts", required=True,
+@click.option("--texts", "texts", default=None,
               help="Text source: offline:wiki-en, a .txt/.jsonl/.csv/.parquet/.json file, or a Hugging Face dataset id.")
-@click.option("--class", "classes", multiple=True, required=True, metavar="ID=WORD,WORD",
-              help="A feature class (repeat; the first is the positive class), e.g. --class 3SG=he,she,it.")
+@click.option("--table", "table", default=None,
+              help="Instead of --texts: a prepared table to import (.parquet/.csv/.jsonl with masked, factual, "
+                   "factual_class; a saved dataset directory or a Hugging Face dataset id).")
+@click.option("--neutral", "neutral", default=None, help="With --table: neutral text (default: the table's sentences).")
+@click.option("--class", "classes", multiple=True, metavar="ID=WORD,WORD",
+              help="A feature class (repeat), e.g. --class 3SG=he,she,it. With --table: ID= picks a class.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output data directory.")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--splits", "splits", default="0.8,0.1,0.1", show_default=True, help="train,validation,test ratios.")
@@ -56,7 +61,8 @@ def _constrained(classes: list[FeatureClass], wheres: tuple[str, ...]) -> list[F
 @click.option("--window", type=int, default=1, show_default=True, help="Sentences per text window.")
 @click.option("--splitter", type=click.Choice(["regex", "spacy"]), default="regex", show_default=True)
 @click.option("--min-left-context", type=int, default=0, show_default=True, help="Words required before a target.")
-@click.option("--alternatives", type=click.Choice(["one", "all"]), default="one", show_default=True)
+@click.option("--alternatives", type=click.Choice(["one", "all", "paradigm"]), default="one", show_default=True,
+              help="Per row and other class: one random word, all of them, or the word at the same position.")
 @click.option("--held-out-vocabulary", is_flag=True, help="Each target word in one split only.")
 @click.option("--where", "wheres", multiple=True, metavar="ID:KEY=VALUE",
               help="spaCy constraint on a class (KEY: pos, dep, morph, lemma), e.g. 3SG:morph=Case=Nom.")
@@ -67,13 +73,14 @@ def _constrained(classes: list[FeatureClass], wheres: tuple[str, ...]) -> list[F
 @click.option("--hf-config", default=None, help="Hugging Face dataset config.")
 @click.option("--hf-split", default="train", show_default=True, help="Hugging Face dataset split.")
 def data(
-    texts: str, classes: tuple[str, ...], out: str, seed: int, splits: str, max_rows_per_class: int | None,
+    texts: str | None, table: str | None, neutral: str | None, classes: tuple[str, ...], out: str, seed: int, splits: str, max_rows_per_class: int | None,
     equal_class_sizes: bool, balance_targets: bool, neutral_size: int, min_chars: int, max_chars: int,
     window: int, splitter: str, min_left_context: int, alternatives: str, held_out_vocabulary: bool,
     wheres: tuple[str, ...], spacy_model: str, excluded: tuple[str, ...], text_column: str, max_documents: int | None, hf_config: str | None, hf_split: str,
 ) -> None:
     """Create training pairs and neutral text for a feature and print rows per class and split."""
-    feature = Feature(tuple(_constrained([FeatureClass.parse(c) for c in classes], wheres)))
+    if (texts is None) == (table is None):
+        raise GradiendError("give exactly one of --texts (raw text to mine) and --table (a prepared table to import)")
     config = DataConfig(
         seed=seed, split_ratios=_ratios(splits), max_rows_per_class=max_rows_per_class,
         equal_class_sizes=equal_class_sizes, balance_targets=balance_targets,
@@ -82,8 +89,15 @@ def data(
         held_out_vocabulary=held_out_vocabulary, excluded_words=excluded, spacy_model=spacy_model,
     )
     t0 = time.perf_counter()
-    result = create_data(texts, feature, config, text_column=text_column, max_documents=max_documents,
-                         hf_config=hf_config, hf_split=hf_split)
+    if table is not None:
+        picked = {c.partition("=")[0].strip(): [w for w in c.partition("=")[2].split(",") if w.strip()] for c in classes}
+        result = import_table(table, config, classes=picked or None, neutral=neutral, hf_config=hf_config)
+    else:
+        if len(classes) < 2:
+            raise GradiendError("--texts needs at least two --class ID=WORD,WORD options")
+        feature = Feature(tuple(_constrained([FeatureClass.parse(c) for c in classes], wheres)))
+        result = create_data(texts, feature, config, text_column=text_column, max_documents=max_documents,
+                             hf_config=hf_config, hf_split=hf_split)
     path = result.save(out)
     click.echo(result.counts().to_string())
     click.echo(f"wrote {path} ({len(result.pairs)} pairs rows, {len(result.neutral)} neutral rows) "

@@ -230,17 +230,33 @@ def _with_ids_and_splits(frame: pd.DataFrame, config: DataConfig) -> pd.DataFram
         frame["doc_id"] = frame["sentence_id"].astype(str)
     frame["doc_id"] = frame["doc_id"].astype(str)
     if "split" not in frame.columns:
-        frame["split"] = _split_documents(frame["doc_id"], config)
+        frame["split"] = _split_documents(frame["doc_id"], config, frame["factual_class"])
     return frame
 
 
-def _split_documents(doc_ids: pd.Series, config: DataConfig) -> list[str]:
-    """Seeded split of the documents in the configured ratios (a document never spans two splits)."""
-    docs = list(dict.fromkeys(doc_ids))
-    order = np.random.default_rng([config.seed, STREAM_TABLE]).permutation(len(docs))
-    bounds = np.cumsum(quotas(len(docs), config.split_ratios))
-    split_of = {docs[j]: SPLITS[int(np.searchsorted(bounds, rank, side="right"))] for rank, j in enumerate(order)}
+def _split_documents(doc_ids: pd.Series, config: DataConfig, classes: pd.Series | None = None) -> list[str]:
+    """Seeded split of the documents in the configured ratios (a document never spans two splits).
+
+    With ``classes`` the split is stratified: the documents of the rarest class are divided first, then those of
+    the next, so every class gets its share of every split.
+    """
+    rng = np.random.default_rng([config.seed, STREAM_TABLE])
+    strata = [list(dict.fromkeys(doc_ids))] if classes is None else _strata(doc_ids, classes)
+    split_of: dict[str, str] = {}
+    for docs in strata:
+        docs = [d for d in docs if d not in split_of]
+        bounds = np.cumsum(quotas(len(docs), config.split_ratios))
+        for rank, j in enumerate(rng.permutation(len(docs))):
+            split_of[docs[j]] = SPLITS[int(np.searchsorted(bounds, rank, side="right"))]
     return [split_of[d] for d in doc_ids]
+
+
+def _strata(doc_ids: pd.Series, classes: pd.Series) -> list[list[str]]:
+    """The documents of each class, rarest class first."""
+    by_class = pd.DataFrame({"doc": doc_ids.to_numpy(), "cls": classes.to_numpy()}).drop_duplicates()
+    sizes = by_class["cls"].value_counts()
+    order = sorted(sizes.index, key=lambda c: (sizes[c], str(c)))
+    return [list(by_class.loc[by_class["cls"] == c, "doc"]) for c in order]
 
 
 def _cap(frame: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
