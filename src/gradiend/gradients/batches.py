@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 
 from gradiend.errors import GradiendError
@@ -129,6 +130,23 @@ def iter_training_batches(
         yield GradientBatch(factual, alternative, label, transition_name(*keys[g]), len(positions))
 
 
+def validation_rows(
+    pairs: Any, *, classes: Sequence[str], split: str = "validation", source: str = "alternative",
+    max_rows: int = 200, seed: int = 0,
+) -> tuple[Any, torch.Tensor]:
+    """Up to ``max_rows`` rows of ``split`` (half per transition, seeded) and their labels (+1/−1 per source token).
+
+    The one choice of validation rows, whether their gradients are stored (:func:`validation_gradients`) or
+    their encodings come from forward-mode AD at every evaluation (:mod:`gradiend.gradients.projections`).
+    """
+    src = check_kind(source)
+    groups = transition_rows(pairs, classes, split)
+    per = [max_rows // 2 + max_rows % 2, max_rows // 2]
+    chosen = [g.sample(frac=1.0, random_state=seed).head(n) for g, n in zip(groups.values(), per, strict=True)]
+    labels = [source_label(src, a, b, classes[0]) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
+    return pd.concat(chosen, ignore_index=True), torch.tensor(labels, dtype=torch.float32)
+
+
 def validation_gradients(
     computer: GradientComputer,
     pairs: Any,
@@ -141,7 +159,7 @@ def validation_gradients(
     max_bytes: int = VALIDATION_MAX_BYTES,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row ``source`` gradients of up to ``max_rows`` rows of ``split`` (half per transition) and labels.
+    """Per-row ``source`` gradients of the :func:`validation_rows` and their labels.
 
     Returns X [rows, input_dim] in ``dtype`` and labels [rows] (+1/−1 per the source token). Refuses a matrix
     over ``max_bytes``: pre-prune the selection, lower ``max_rows`` or store them in bfloat16 (half the bytes;
@@ -149,20 +167,12 @@ def validation_gradients(
     """
     if dtype not in VALIDATION_DTYPES.values():
         raise GradiendError(f"validation gradients are stored in one of {sorted(VALIDATION_DTYPES)}, got {dtype}")
-    src = check_kind(source)
-    groups = transition_rows(pairs, classes, split)
-    per = [max_rows // 2 + max_rows % 2, max_rows // 2]
-    chosen = [g.sample(frac=1.0, random_state=seed).head(n) for g, n in zip(groups.values(), per, strict=True)]
-    n_rows = sum(len(c) for c in chosen)
-    _check_memory(n_rows, computer.input_dim, max_bytes, dtype)
-    labels = [source_label(src, a, b, classes[0]) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
-    x = torch.empty(n_rows, computer.input_dim, dtype=dtype)
-    i = 0
-    for rows in chosen:
-        for grad in computer.row_gradients(rows, src):
-            x[i] = grad
-            i += 1
-    return x, torch.tensor(labels, dtype=torch.float32)
+    rows, labels = validation_rows(pairs, classes=classes, split=split, source=source, max_rows=max_rows, seed=seed)
+    _check_memory(len(rows), computer.input_dim, max_bytes, dtype)
+    x = torch.empty(len(rows), computer.input_dim, dtype=dtype)
+    for i, grad in enumerate(computer.row_gradients(rows, check_kind(source))):
+        x[i] = grad
+    return x, labels
 
 
 def _check_memory(n_rows: int, input_dim: int, max_bytes: int, dtype: torch.dtype = torch.float32) -> None:
