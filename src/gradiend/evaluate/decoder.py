@@ -184,16 +184,19 @@ def decoder_summary(
 
 def _search(store: CellStore, strengthen_h: Mapping[str, float], config: EvalConfig, factual: np.ndarray,
             degenerate: str | None) -> str:
-    """Evaluate the cells the configured search needs; return the search actually run."""
-    if config.search == "grid" or config.policy != "threshold":
+    """Evaluate the cells the configured search needs; return the search actually run.
+
+    The adaptive search needs the threshold policy and a base LMS to test against; otherwise the full grid runs
+    (with a degenerate base LMS for the plot and the record only: nothing will be called useful).
+    """
+    if degenerate is not None:
+        log.warning("decoder: %s; the LMS constraint cannot be checked, no rewrite will be called useful", degenerate)
+    if config.search == "grid" or config.policy != "threshold" or degenerate is not None:
         if config.search == "adaptive":
-            log.info("decoder: the adaptive search serves the threshold policy; running the full grid for %r",
-                     config.policy)
+            log.info("decoder: running the full grid (policy %r, base LMS %s)", config.policy,
+                     "degenerate" if degenerate else "usable")
         grid_search(store, list(strengthen_h.values()), config.alphas)
         return "grid"
-    if degenerate is not None:
-        log.warning("decoder: %s; the adaptive search stops at the base model", degenerate)
-        return "adaptive"
     adaptive_search(store, strengthen_h, config.alphas, config.lms_ratio, factual)
     return "adaptive"
 

@@ -15,6 +15,8 @@
    curves — probability rising with α — that is two cells: the boundary and the one below it.
 3. Cells the search never needed stay unevaluated; the plot shows the evaluated ones.
 
+The ``metric_x_lms`` policy and a degenerate base LMS have no threshold to search for: they get the full grid.
+
 The selection then runs on the evaluated cells exactly as on the full grid; the selected cells' LMS is completed
 on all texts for their intervals (:func:`gradiend.evaluate.decoder.evaluate_decoder`). What the adaptive search
 can miss is a probability peak at a much smaller α behind a dip — the full grid (``[eval] search = "grid"``)
