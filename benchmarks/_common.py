@@ -34,6 +34,13 @@ REFERENCE_P1 = {
     "test_correlation": 0.9946,
     "selected": {"class": "3SG", "alpha": 0.001, "value": 0.0013226, "base_value": 0.0013228, "lms": 0.0060},
 }
+REFERENCE_P2_REDUCED = {
+    "source": "../shared/BENCHMARKS.md, gradiend 0.2.3 measured 2026-12-03 on a quiet 2-core machine, one run "
+              "(reference_run.py --steps 10 --rows-per-class 200 --neutral-size 50 --max-seeds 1)",
+    "seconds": {"train": 506.0, "encoder": 251.0, "decoder": 245.0, "total": 1007.0},
+    "max_rss_mb": 12384.0,
+    "test_correlation": -0.017,
+}
 REFERENCE_P2 = {
     "source": "../shared/BENCHMARKS.md, gradiend 0.2.3 measured 2026-11-25, reduced run (200 rows/class, 10 steps)",
     "seconds_per_training_step": 69.0,
@@ -118,6 +125,37 @@ def run_ours(config: Path, sets: Sequence[str] = (), until: str | None = None, k
             result["converged"] = seeds.get("converged")
             result["best_seed"] = seeds.get("best_seed")
         return result
+
+
+REF_PYTHON = Path(os.environ.get("GRADIEND_REF_PYTHON", "/work/refvenv/bin/python"))
+REF_SCRIPT = ROOT.parent / "shared" / "bench" / "reference_run.py"
+
+
+def run_reference(model: str, args: Sequence[str]) -> dict:
+    """The published package's workflow (../shared/bench/reference_run.py) on an offline model's plain directory
+    and the Wikipedia extracts (one per line), with ``args``; its JSON plus per-phase seconds in our phase names."""
+    from gradiend import assets
+
+    model_dir = assets.resolve(model)
+    entries = json.loads(assets.resolve("offline:wiki-en").read_text())
+    with tempfile.TemporaryDirectory(prefix="gradiend-ref-") as tmp:
+        texts = Path(tmp) / "wiki.txt"
+        lines = (" ".join(str(e.get("extract", "")).split()) for e in entries.values())
+        texts.write_text("\n".join(x for x in lines if x) + "\n", encoding="utf-8")
+        out = Path(tmp) / "ref.json"
+        cmd = [str(REF_PYTHON), str(REF_SCRIPT), "--model", str(model_dir), "--texts", str(texts), "--out", str(out),
+               *args, "--experiment-dir", str(Path(tmp) / "ref-runs")]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+        subprocess.run(cmd, cwd=tmp, env=env, check=True)
+        raw = json.loads(out.read_text())
+    sel = raw.get("decoder_3SG", {})
+    return {"source": f"re-run now with --run-reference ({' '.join(args)})", "raw": raw,
+            "seconds": {"data": raw["seconds"]["data"], "train": raw["seconds"]["train"],
+                        "encoder": raw["seconds"]["encoder_eval"], "decoder": raw["seconds"]["decoder_eval"],
+                        "total": raw["seconds"]["total"]},
+            "max_rss_mb": raw["max_rss_mb"], "test_correlation": raw["encoder_correlation_test"],
+            "selected": {"class": "3SG", "alpha": sel.get("learning_rate"), "value": sel.get("value"),
+                         "lms": sel.get("lms"), "base_lms": sel.get("base_lms")}}
 
 
 def median_of(runs: list[dict], path: Sequence[str]) -> float | None:

@@ -11,42 +11,8 @@ about 50 minutes on these machines, so by default its figures are quoted from ..
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import tempfile
-from pathlib import Path
 
-from _common import P1_CONFIG, REFERENCE_P1, ROOT, machine, median_of, ratio, run_ours, write_result
-
-REF_PYTHON = Path(os.environ.get("GRADIEND_REF_PYTHON", "/work/refvenv/bin/python"))
-REF_SCRIPT = ROOT.parent / "shared" / "bench" / "reference_run.py"
-
-
-def run_reference(steps: int = 200) -> dict:
-    """The published package's P1 run (same model directory and Wikipedia extracts), its JSON plus how it ran."""
-    from gradiend import assets
-
-    model_dir = assets.resolve("offline:splade-tiny")
-    entries = json.loads(assets.resolve("offline:wiki-en").read_text())
-    with tempfile.TemporaryDirectory(prefix="gradiend-ref-") as tmp:
-        texts = Path(tmp) / "wiki.txt"
-        lines = (" ".join(str(e.get("extract", "")).split()) for e in entries.values())
-        texts.write_text("\n".join(x for x in lines if x) + "\n", encoding="utf-8")
-        out = Path(tmp) / "ref.json"
-        cmd = [str(REF_PYTHON), str(REF_SCRIPT), "--model", str(model_dir), "--texts", str(texts), "--out", str(out),
-               "--steps", str(steps), "--experiment-dir", str(Path(tmp) / "ref-runs")]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-        subprocess.run(cmd, cwd=tmp, env=env, check=True)
-        raw = json.loads(out.read_text())
-    sel = raw.get("decoder_3SG", {})
-    return {"source": "re-run now with --run-reference", "raw": raw,
-            "seconds": {"data": raw["seconds"]["data"], "train": raw["seconds"]["train"],
-                        "encoder": raw["seconds"]["encoder_eval"], "decoder": raw["seconds"]["decoder_eval"],
-                        "total": raw["seconds"]["total"]},
-            "max_rss_mb": raw["max_rss_mb"], "test_correlation": raw["encoder_correlation_test"],
-            "selected": {"class": "3SG", "alpha": sel.get("learning_rate"), "value": sel.get("value"),
-                         "lms": sel.get("lms"), "base_lms": sel.get("base_lms")}}
+from _common import P1_CONFIG, REFERENCE_P1, machine, median_of, ratio, run_ours, run_reference, write_result
 
 
 def main() -> None:
@@ -64,7 +30,7 @@ def main() -> None:
         "test_correlation": median_of(runs, ["test_correlation"]),
         "selected_3SG": runs[0].get("selected", {}).get("3SG"),
     }
-    reference = run_reference() if args.run_reference else REFERENCE_P1
+    reference = run_reference("offline:splade-tiny", ["--steps", "200"]) if args.run_reference else REFERENCE_P1
     med, ref_s = ours["median_seconds"], reference["seconds"]
     sel = ours["selected_3SG"] or {}
     result = {

@@ -111,7 +111,7 @@ def test_grid_cells_restore_the_model_and_base_row_matches_direct_measures(make_
     lm = make_tiny(kind, seed=2)
     gradiend = _gradiend(lm)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    config = EvalConfig(alphas=(0.5, 5.0), max_rows=2, max_lms_texts=5)
+    config = EvalConfig(alphas=(0.5, 5.0), max_rows=2, max_lms_texts=5, search="grid", min_lms_tokens=1)
     result = evaluate_decoder(lm, gradiend, PAIRS, NEUTRAL, config)
     for k, v in lm.model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -161,7 +161,8 @@ def test_grid_finds_a_useful_rewrite_along_a_known_good_direction(make_tiny):
     with torch.no_grad():
         gradiend.decoder_weight.copy_(direction[:, None] / direction.norm())
         gradiend.decoder_bias.zero_()
-    config = EvalConfig(alphas=(0.01, 0.1, 1.0), max_rows=2, max_lms_texts=5, lms_ratio=0.9)
+    config = EvalConfig(alphas=(0.01, 0.1, 1.0), max_rows=2, max_lms_texts=5, lms_ratio=0.9, search="grid",
+                        min_lms_tokens=1)
     result = evaluate_decoder(lm, gradiend, PAIRS, NEUTRAL, config)
     grid, selected = result.grid, result.summary["selected"]
     base = grid.iloc[0]
@@ -169,3 +170,149 @@ def test_grid_finds_a_useful_rewrite_along_a_known_good_direction(make_tiny):
     assert (up["p_3SG_other"].to_numpy() > base["p_3SG_other"]).all()
     assert selected["3SG"]["useful"] is True and selected["3SG"]["value"] > selected["3SG"]["base_value"]
     assert selected["3SG"]["lms"] >= 0.9 * selected["3SG"]["base_lms"]
+
+
+# --- adaptive search, degenerate base LMS, intervals ---------------------------------------------------------
+
+
+class _CurveStore:
+    """A planted LMS-ratio curve and probability curve per (h, α), answering the search's questions directly.
+
+    Not a model stand-in: the search only asks "is this cell admissible?" and "what are its class
+    probabilities?", and this answers from planted curves so the search's choices can be checked exactly.
+    """
+
+    def __init__(self, ratio, prob):
+        self.ratio, self.prob = ratio, prob
+        self.words = type("Words", (), {"class_ids": CLASSES})()
+        self.probs, self.asked = {}, []
+
+    def lms_decision(self, cell, threshold):
+        self.asked.append(cell)
+        return self.ratio(*cell) >= threshold
+
+    def probabilities(self, cell):
+        self.probs[cell] = self.prob(*cell)
+        return self.probs[cell]
+
+
+FACTUAL = np.array(["3PL", "3SG"])  # the planted probabilities have one 3PL row and one 3SG row
+
+
+def _planted_prob(h, a):
+    """[[P(3SG), P(3PL)] on the 3PL row, the same on the 3SG row]: each h strengthens its class as α grows."""
+    s = np.log1p(a)
+    if h > 0:
+        return np.array([[0.1 + 0.05 * s, 0.6 - 0.03 * s], [0.5, 0.1]])
+    return np.array([[0.1, 0.6], [0.5 - 0.03 * s, 0.1 + 0.05 * s]])
+
+
+def _table(store, cells) -> pd.DataFrame:
+    rows = []
+    for h, a in [(0.0, 0.0), *cells]:
+        p = store.prob(h, a)
+        rows.append((h, a, store.ratio(h, a), p[0, 0], p[0, 1], p[1, 1], p[1, 0]))
+    df = pd.DataFrame(rows, columns=["h", "alpha", "lms", "p_3SG_other", "p_3PL_own", "p_3PL_other", "p_3SG_own"])
+    df["lms_ratio"], df["is_base"], df["cell"] = df["lms"], df["alpha"] == 0, [f"c{i}" for i in range(len(df))]
+    return df
+
+
+@pytest.mark.parametrize("curve", ["monotone", "dip_then_recover"])
+def test_adaptive_search_selects_the_full_grids_cell_on_planted_curves(curve):
+    from gradiend.evaluate.search import adaptive_search
+
+    def ratio(h, a):  # LMS ratio falls with α (twice as fast along h = −1); optionally admissible again at α = 20
+        if curve == "dip_then_recover" and a == 20.0:
+            return 0.995
+        return 1.0 - 0.004 * a * (1.0 if h > 0 else 2.0)
+
+    store = _CurveStore(ratio, _planted_prob)
+    boundaries = adaptive_search(store, H, DEFAULT_ALPHAS, 0.99, FACTUAL)
+    assert boundaries == ({1.0: 2.0, -1.0: 1.0} if curve == "monotone" else {1.0: 20.0, -1.0: 20.0})
+    full = select_rewrites(_table(store, [(h, a) for h in (1.0, -1.0) for a in DEFAULT_ALPHAS]), H)
+    evaluated = [c for c in store.probs if c != (0.0, 0.0)]
+    adaptive = select_rewrites(_table(store, evaluated), H)
+    for key in full:
+        assert (adaptive[key]["h"], adaptive[key]["alpha"]) == (full[key]["h"], full[key]["alpha"]), key
+        assert adaptive[key]["useful"] and full[key]["useful"]
+    assert full["3SG"]["alpha"] == boundaries[1.0]
+    assert len(evaluated) <= 4  # probabilities around each boundary only, not on 32 cells
+    assert len(store.asked) < 2 * len(DEFAULT_ALPHAS)
+
+
+def test_adaptive_and_full_grid_agree_on_a_tiny_model(make_tiny):
+    from gradiend.gradients import GradientComputer
+
+    lm = make_tiny("gpt2", seed=4)
+    gradiend = _gradiend(lm)
+    rows_3pl = PAIRS[PAIRS["factual_class"] == "3PL"].assign(alternative="he")
+    direction = GradientComputer(lm, gradiend.selection).mean_gradient(rows_3pl, "diff")
+    with torch.no_grad():
+        gradiend.decoder_weight.copy_(direction[:, None] / direction.norm())
+        gradiend.decoder_bias.zero_()
+    texts = NEUTRAL * 6
+    base = dict(alphas=(0.01, 0.1, 1.0, 10.0, 100.0), max_rows=2, max_lms_texts=12, lms_ratio=0.9, min_lms_tokens=1)
+    grid = evaluate_decoder(lm, gradiend, PAIRS, texts, EvalConfig(search="grid", **base)).summary
+    adaptive = evaluate_decoder(lm, gradiend, PAIRS, texts, EvalConfig(search="adaptive", **base))
+    assert adaptive.summary["search"]["name"] == "adaptive"
+    assert adaptive.summary["search"]["cells_with_probabilities"] < grid["search"]["cells_with_probabilities"] == 10
+    for key, entry in grid["selected"].items():
+        got = adaptive.summary["selected"][key]
+        assert (got["h"], got["alpha"], got["useful"]) == (entry["h"], entry["alpha"], entry["useful"]), key
+        assert got["value"] == pytest.approx(entry["value"], rel=1e-6)
+        assert got["lms_ratio"] == pytest.approx(entry["lms_ratio"], rel=1e-9)
+    sel = adaptive.summary["selected"]["3SG"]
+    assert sel["useful"] and sel["shift"]["ci"][0] > 0 and sel["n_lms_texts"] == 12
+    assert sel["lms_ratio_ci"][0] <= sel["lms_ratio"] <= sel["lms_ratio_ci"][1]
+
+
+def test_degenerate_base_lms_makes_no_rewrite_useful(make_tiny):
+    from gradiend.evaluate.lm_metrics import LMSResult
+    from gradiend.evaluate.selection import degenerate_base_lms, mark_degenerate
+    from gradiend.lm.load import ModelFamily
+
+    def planted(value, n_tokens=500, nll=1.0):
+        return LMSResult(lms=value, family=ModelFamily.MASKED, n_tokens=n_tokens, accuracy=0.0, nll=nll)
+
+    assert degenerate_base_lms(planted(0.5), 100) is None
+    assert degenerate_base_lms(planted(0.0, nll=float("inf")), 100) == "base LMS is not finite (0.0)"
+    assert degenerate_base_lms(planted(0.0, nll=None), 100) == "base LMS is 0"
+    assert "fewer than the 100 needed" in degenerate_base_lms(planted(0.5, n_tokens=40), 100)
+    grid = _grid([(0.0, 0.0, 0.0, 0.10, 0.60), (1.0, 1.0, 0.0, 0.90, 0.60), (-1.0, 1.0, 0.0, 0.05, 0.40)])
+    selected = select_rewrites(grid.assign(lms_ratio=1.0), H)
+    assert selected["3SG"]["useful"]  # the constraint "holds" trivially …
+    mark_degenerate(selected, "base LMS is 0")
+    assert all(not e["useful"] and e["reason"].startswith("base LMS is 0: the LMS constraint cannot be checked")
+               for e in selected.values())
+
+    lm = make_tiny("bert", seed=2)  # … and end to end: 2 short neutral texts hold far fewer than 100 masked tokens
+    result = evaluate_decoder(lm, _gradiend(lm), PAIRS, NEUTRAL, EvalConfig(alphas=(0.5, 5.0), max_rows=2))
+    check = result.summary["lms_check"]
+    assert check["degenerate"] and check["n_tokens"] < 100 and "min_lms_tokens" in check["reason"]
+    assert all(not e["useful"] and "cannot be checked" in e["reason"] for e in result.summary["selected"].values())
+
+
+def test_shift_and_lms_ratio_intervals_cover_planted_effects():
+    from gradiend.evaluate import stats
+    from gradiend.evaluate.cells import ratio_replicates
+    from gradiend.evaluate.lm_metrics import TextScores, lms_from_nll
+    from gradiend.evaluate.selection import _mean_difference
+
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(200):
+        base = rng.uniform(0.05, 0.3, size=60)
+        cell = base + 0.02 + rng.normal(0, 0.03, size=60)  # planted shift 0.02
+        ci = stats.paired(_mean_difference, cell, base, 400, rng)["ci"]
+        covered += ci[0] <= 0.02 <= ci[1]
+    assert covered >= 180  # nominal 95 %: at least 90 % of 200 intervals cover the planted shift
+
+    tokens = rng.integers(10, 30, size=80)
+    base = TextScores(rng.gamma(4.0, 0.75, size=80) * tokens, tokens)  # NLL ≈ 3 per token
+    cell = TextScores(base.nll * 1.2, tokens)  # every text 20 % worse: the ratio is known exactly
+    planted = lms_from_nll(3.6 * base.nll.sum() / tokens.sum() / 3.0) / lms_from_nll(base.nll.sum() / tokens.sum())
+    point = ratio_replicates(cell, base, np.arange(80))
+    assert point == pytest.approx(planted)
+    reps = ratio_replicates(cell, base, rng.integers(0, 80, size=(500, 80)))
+    low, high = stats.interval(reps)
+    assert low <= point <= high and high < 1.0

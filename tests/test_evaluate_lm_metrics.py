@@ -42,8 +42,8 @@ def test_masked_lms_is_seeded_and_repeatable(tiny_bert):
     first = lms(tiny_bert, TEXTS, exclude_words=FEATURE, seed=3)
     second = lms(tiny_bert, TEXTS, exclude_words=FEATURE, seed=3)
     assert first == second
-    assert first.accuracy == first.lms and 0.0 <= first.lms <= 1.0
-    assert first.nll is None and first.n_tokens > 0
+    assert 0.0 <= first.accuracy <= 1.0 and first.lms == pytest.approx(1 / (1 + first.nll))
+    assert first.n_tokens > 0
     plans = [masked_positions(tiny_bert, TEXTS, exclude_words=FEATURE, seed=s) for s in (3, 4)]
     assert plans[0] == masked_positions(tiny_bert, TEXTS, exclude_words=FEATURE, seed=3)
     assert plans[0] != plans[1]
@@ -68,6 +68,30 @@ def test_whole_word_exclusion_not_substrings():
     pat = word_pattern(["he", "it"])
     assert [m.group(0) for m in pat.finditer("He said the item was it, she thinks.")] == ["He", "it"]
     assert word_pattern([]) is None
+
+
+def test_masked_lms_is_the_pseudo_log_likelihood_at_the_masked_positions(tiny_bert):
+    """Hand-computed: −log softmax of the original token at each masked position, masked all at once per text."""
+    result = lms(tiny_bert, TEXTS, exclude_words=FEATURE, seed=5, batch_size=2)
+    total, hits, count = 0.0, 0, 0
+    for ids, positions in masked_positions(tiny_bert, TEXTS, exclude_words=FEATURE, seed=5):
+        inputs = torch.tensor([ids])
+        inputs[0, positions] = tiny_bert.tokenizer.mask_token_id
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_bert.model(input_ids=inputs).logits[0].double(), -1)
+        total -= float(sum(logp[p, ids[p]] for p in positions))
+        hits += sum(int(logp[p].argmax()) == ids[p] for p in positions)
+        count += len(positions)
+    assert result.n_tokens == count and result.accuracy == hits / count
+    assert result.nll == pytest.approx(total / count, rel=1e-4)
+    assert result.lms == pytest.approx(1 / (1 + total / count), rel=1e-4)
+
+
+def test_masked_lms_stays_finite_and_informative_when_argmax_accuracy_is_zero(tiny_bert):
+    """A random MLM head never predicts the right token (accuracy 0), yet its continuous LMS is finite and > 0."""
+    result = lms(tiny_bert, TEXTS, exclude_words=FEATURE, seed=3)
+    assert result.accuracy == 0.0
+    assert math.isfinite(result.nll) and 0.0 < result.lms < 1.0
 
 
 def test_lms_refuses_texts_without_candidates(tiny_bert, tiny_gpt2):

@@ -305,7 +305,7 @@ def decoder_figure(grid: pd.DataFrame, decoder: Mapping[str, Any] | None = None)
 
 def _grid_lines(ax: Axes, cells: pd.DataFrame, column: str) -> None:
     for i, (h, rows) in enumerate(cells.groupby("h", sort=True)):
-        rows = rows.sort_values("alpha")
+        rows = rows.dropna(subset=[column]).sort_values("alpha")  # adaptive search: not every cell has every value
         ax.plot(rows["alpha"], rows[column], "o-", markersize=3, color=H_COLORS[i % len(H_COLORS)], label=f"h = {h:g}")
 
 

@@ -96,13 +96,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Validation gradients (of the configured *source* kind) and their labels (+1 / −1 / 0), in chunks.
+    """Validation rows (of the configured *source* kind) and their labels (+1 / −1 / 0): stored or projected.
 
-    ``chunks`` is called once per evaluation and yields ``(x, labels)`` with x of shape (rows, n); a large
+    Stored: ``chunks`` is called once per evaluation and yields ``(x, labels)`` with x of shape (rows, n); a large
     model can stream chunks from disk. ``from_tensors`` wraps gradients already in memory.
+    Projected: ``project`` maps the encoder weights of all seeds (K, n) to ``w · g_i`` per row (rows, K) without
+    any g_i being stored (forward-mode AD, :func:`gradiend.stages.validation_set`); ``labels`` holds the labels.
     """
 
-    chunks: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+    chunks: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None
+    labels: torch.Tensor | None = None
+    input_dim: int = 0  # with ``project``: the n of the weights it takes
 
     @classmethod
     def from_tensors(cls, x: torch.Tensor, labels: torch.Tensor, chunk_rows: int | None = None) -> ValidationSet:
@@ -260,6 +265,15 @@ def _restricted(validation: ValidationSet | None, keep: torch.Tensor) -> Validat
     """The validation set on the kept input dimensions only."""
     if validation is None:
         return None
+    if validation.project is not None:
+        full_dim = validation.input_dim
+
+        def project(weight: torch.Tensor) -> torch.Tensor:  # zeros on the pruned dimensions: w·g over kept ones
+            full = weight.new_zeros(weight.shape[0], full_dim)
+            full[:, keep.to(weight.device)] = weight
+            return validation.project(full)
+
+        return ValidationSet(project=project, labels=validation.labels, input_dim=keep.numel())
     return ValidationSet(lambda: ((x[:, keep.to(x.device)], y) for x, y in validation.chunks()))
 
 
@@ -396,6 +410,9 @@ def _evaluate(models: list[Gradiend], validation: ValidationSet) -> list[Scores]
     weight = torch.cat([m.encoder_weight[:1] for m in models])  # (K, n), latent dimension 0
     bias = torch.cat([m.encoder_bias[:1] for m in models])
     act = ACTIVATIONS[models[0].activation_encoder]
+    if validation.project is not None:
+        z = validation.project(weight).to(device=weight.device, dtype=weight.dtype)
+        return _scores(act(z + bias).double().cpu(), validation.labels.double().cpu())
     encodings, labels = [], []
     for x, y in validation.chunks():
         x = x.to(device=weight.device, dtype=weight.dtype)

@@ -125,16 +125,25 @@ def evaluate(run_dir: Path, split: str | None, overrides: tuple[str, ...]) -> No
     click.echo(f"encoder: Pearson r = {pearson['value']:.4f} (95% CI {pearson['ci'][0]:.4f}–{pearson['ci'][1]:.4f}) "
                f"on {enc.get('n_rows', '?')} {enc.get('split', '')} rows")
     dec = read_json(run_dir / C.METRICS_DIR / C.DECODER_METRICS_FILE)
+    check = dec.get("lms_check") or {}
+    if check.get("degenerate"):
+        click.echo(f"decoder: base LMS is degenerate ({check.get('reason')}); no rewrite is called useful")
     for key, entry in dec.get("selected", {}).items():
         if entry.get("useful"):
             click.echo(f"decoder {key}: h={entry['h']:+g} α={entry['alpha']:g}: {_g(entry.get('base_value'))} → "
-                       f"{_g(entry.get('value'))}, LMS ratio {_g(entry.get('lms_ratio'))}")
+                       f"{_g(entry.get('value'))} (shift 95% CI {_ci(entry.get('shift'))}), "
+                       f"LMS ratio {_g(entry.get('lms_ratio'))} (95% CI {_ci({'ci': entry.get('lms_ratio_ci')})})")
         else:
             click.echo(f"decoder {key}: no useful rewrite ({entry.get('reason', '')})")
 
 
 def _g(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
+
+
+def _ci(metric: dict | None) -> str:
+    low, high = ((metric or {}).get("ci") or [None, None])[:2]
+    return "–" if low is None or high is None else f"[{low:.4g}, {high:.4g}]"
 
 
 @click.command("rewrite")

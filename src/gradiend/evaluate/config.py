@@ -18,6 +18,8 @@ def _one_two_five(lowest: int = -3, highest: int = 2) -> tuple[float, ...]:
 DEFAULT_ALPHAS = _one_two_five()
 Policy = Literal["threshold", "metric_x_lms"]
 POLICIES = ("threshold", "metric_x_lms")
+SEARCHES = ("adaptive", "grid")
+MIN_LMS_TOKENS = 100  # fewer scored tokens make the base LMS too noisy to anchor the LMS constraint
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class EvalConfig:
     max_lms_texts: int = 200  # neutral texts for the LMS
     lms_ratio: float = 0.99  # threshold policy: a rewrite must keep LMS >= lms_ratio * base LMS
     policy: Policy = "threshold"
+    search: Literal["adaptive", "grid"] = "adaptive"  # which decoder cells are evaluated (evaluate/search.py)
+    min_lms_tokens: int = MIN_LMS_TOKENS  # a base LMS on fewer scored tokens is degenerate: nothing is "useful"
     seed: int = 0
     bootstrap: int = 1000  # bootstrap samples for the encoder metrics' intervals
     batch_size: int = field(default=16, metadata={"fingerprint": False})
@@ -41,7 +45,9 @@ class EvalConfig:
             raise GradiendError(f"[eval] policy must be one of {POLICIES}, got {self.policy!r}")
         if not 0 < self.lms_ratio <= 1:
             raise GradiendError(f"[eval] lms_ratio must be in (0, 1], got {self.lms_ratio}")
-        for name in ("max_lms_texts", "batch_size"):
+        if self.search not in SEARCHES:
+            raise GradiendError(f"[eval] search must be one of {SEARCHES}, got {self.search!r}")
+        for name in ("max_lms_texts", "batch_size", "min_lms_tokens"):
             if getattr(self, name) < 1:
                 raise GradiendError(f"[eval] {name} must be ≥ 1, got {getattr(self, name)}")
         if self.max_rows is not None and self.max_rows < 1:

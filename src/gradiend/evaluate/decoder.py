@@ -1,25 +1,24 @@
-"""Decoder evaluation: scan rewrites θ + α·dec(h) over a grid and pick the strongest one that keeps the LMS.
+"""Decoder evaluation: rewrites θ + α·dec(h) and the strongest one that keeps the LMS.
 
-Grid: the base model plus every (h, α) with h ∈ {strengthen_h(C) for each class C} (for two classes that is
+Cells: the base model plus (h, α) with h ∈ {strengthen_h(C) for each class C} (for two classes that is
 h and −h, so each class's *weakening* direction is the other's strengthening one) and α from
-``EvalConfig.alphas`` (default 0.001 … 100 in 1-2-5 steps). Every cell is evaluated once, inside
-:func:`gradiend.rewrite.edited` (in place, restored bit-identically afterwards), with batched forward passes:
+``EvalConfig.alphas`` (default 0.001 … 100 in 1-2-5 steps). ``[eval] search`` decides which cells are evaluated:
+``adaptive`` (default; :mod:`gradiend.evaluate.search`) or the full ``grid``. A cell is evaluated inside
+:func:`gradiend.rewrite.edited` (in place, restored bit-identically afterwards), with batched forward passes,
+and only what the search asks for (:mod:`gradiend.evaluate.cells`):
 
 * ``p_<C>_other`` — mean P(C's words) on the rows whose factual class is not C (strengthening C should raise it);
 * ``p_<C>_own`` — mean P(C's words) on C's own rows (weakening C should lower it);
-* ``lms`` — :func:`gradiend.evaluate.lm_metrics.lms` on neutral text (plus ``nll``/``perplexity`` or ``accuracy``).
+* ``lms`` — :func:`gradiend.evaluate.lm_metrics.lms` on neutral text (plus ``nll``/``perplexity``, and
+  ``accuracy`` for masked LMs), ``n_lms_texts`` texts scored, ``lms_ratio`` paired against the base model.
 
-The resulting table (``metrics/decoder_grid.csv``) is the single source for selection, plots and the report.
-
-Selection (:func:`select_rewrites`), per class C: *strengthen* maximises ``p_<C>_other`` over the cells with
-h = strengthen_h(C); *weaken* (key ``<C>_weaken``) maximises ``1 − p_<C>_own`` over the cells that strengthen
-another class. Policies: ``threshold`` — the best cell with LMS ≥ ``lms_ratio`` × base LMS; ``metric_x_lms`` —
-the best value × LMS. A selection is ``useful`` only if it beats the base model (and, for ``threshold``, some cell
-met the LMS floor); otherwise ``useful: false`` with the reason, and no rewrite should be saved.
+The resulting table (``metrics/decoder_grid.csv``, evaluated cells only) is the single source for selection,
+plots and the report; selection, intervals and "useful" are in :mod:`gradiend.evaluate.selection`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +29,28 @@ import pandas as pd
 
 from gradiend.constants import DECODER_GRID_FILE, DECODER_METRICS_FILE
 from gradiend.errors import GradiendError
-from gradiend.evaluate.config import DEFAULT_ALPHAS, POLICIES, EvalConfig, Policy
+from gradiend.evaluate.cells import BASE, CellStore
+from gradiend.evaluate.config import DEFAULT_ALPHAS, EvalConfig
 from gradiend.evaluate.encoder import cap_rows
-from gradiend.evaluate.lm_metrics import ClassWords, LMSResult, class_probabilities, lms, lms_definition
+from gradiend.evaluate.lm_metrics import (
+    ClassWords,
+    LMSResult,
+    class_probabilities,
+    lms,
+    lms_definition,
+    prepare_lms_texts,
+)
+from gradiend.evaluate.search import adaptive_search, grid_search
+from gradiend.evaluate.selection import (
+    attach_intervals,
+    degenerate_base_lms,
+    mark_degenerate,
+    select_rewrites,
+)
 from gradiend.io import write_json, write_with
 from gradiend.lm.load import LoadedModel
-from gradiend.rewrite import edited
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_ALPHAS", "DecoderResult", "EvalConfig", "evaluate_decoder", "select_rewrites", "write_decoder_results",
@@ -65,12 +80,6 @@ def class_targets(pairs: pd.DataFrame, classes: Sequence[str]) -> dict[str, list
     return out
 
 
-def grid_cells(h_values: Sequence[float], alphas: Sequence[float]) -> list[tuple[float, float]]:
-    """(h, α) of every cell: the base model (0, 0) first, then h descending × α ascending."""
-    hs = sorted({float(h) for h in h_values}, reverse=True)
-    return [(0.0, 0.0)] + [(h, float(a)) for h in hs for a in sorted(set(alphas))]
-
-
 def cell_id(h: float, alpha: float) -> str:
     return "base" if alpha == 0 else f"h={h:+g},alpha={alpha:g}"
 
@@ -86,47 +95,31 @@ def _lms_fields(result: LMSResult) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _GridInputs:
-    rows: pd.DataFrame  # capped pair rows of the split, both classes
+    rows: pd.DataFrame  # capped pair rows of the split, all classes
     words: ClassWords
     texts: list[str]
     exclude: list[str]
 
 
-def measure(lm: LoadedModel, inputs: _GridInputs, objective: Any, config: EvalConfig) -> dict[str, float]:
-    """P(class words) on other/own rows and the LMS of the model as it is now."""
-    probs = class_probabilities(lm, inputs.rows, inputs.words, objective=objective, batch_size=config.batch_size)
-    factual = inputs.rows["factual_class"].to_numpy()
-    out: dict[str, float] = {}
-    for cid in inputs.words.class_ids:
-        values = probs[cid].to_numpy()
-        out[f"p_{cid}_other"] = float(values[factual != cid].mean())
-        out[f"p_{cid}_own"] = float(values[factual == cid].mean())
-    score = lms(lm, inputs.texts, exclude_words=inputs.exclude, seed=config.seed, batch_size=config.batch_size)
-    return {**_lms_fields(score), **out}
+def grid_table(store: CellStore, factual: np.ndarray) -> pd.DataFrame:
+    """One row per evaluated cell (base first, then h descending × α ascending); unmeasured values are NaN.
 
-
-def decoder_grid(
-    lm: LoadedModel,
-    gradiend: Any,
-    inputs: _GridInputs,
-    config: EvalConfig,
-    objective: Any = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> pd.DataFrame:
-    """Evaluate every grid cell (base first); the model is restored after each cell."""
-    if objective is None:
-        from gradiend.lm.objectives import objective_for
-
-        objective = objective_for(lm)
-    h_values = [gradiend.strengthen_h(c) for c in inputs.words.class_ids]
-    cells = grid_cells(h_values, config.alphas)
+    ``lms`` is the LMS on the ``n_lms_texts`` texts the cell was scored on and ``lms_ratio`` the paired ratio
+    against the base model on those same texts (for the full grid: all texts, so ``lms / base lms``).
+    """
+    cells = sorted(set(store.probs) | set(store.scores), key=lambda c: (c != BASE, -c[0], c[1]))
     records = []
-    for i, (h, alpha) in enumerate(cells):
-        with edited(lm, gradiend, h, alpha):
-            measured = measure(lm, inputs, objective, config)
-        records.append({"cell": cell_id(h, alpha), "h": h, "alpha": alpha, "is_base": alpha == 0, **measured})
-        if progress is not None:
-            progress(i + 1, len(cells))
+    for h, alpha in cells:
+        rec: dict[str, Any] = {"cell": cell_id(h, alpha), "h": h, "alpha": alpha, "is_base": alpha == 0}
+        scores = store.scores.get((h, alpha))
+        if scores is not None:
+            rec.update(_lms_fields(scores.result(store.texts.family)), n_lms_texts=len(scores),
+                       lms_ratio=store.lms_ratio((h, alpha)))
+        probs = store.probs.get((h, alpha))
+        for k, cid in enumerate(store.words.class_ids):
+            rec[f"p_{cid}_other"] = np.nan if probs is None else float(probs[factual != cid, k].mean())
+            rec[f"p_{cid}_own"] = np.nan if probs is None else float(probs[factual == cid, k].mean())
+        records.append(rec)
     return pd.DataFrame(records)
 
 
@@ -153,73 +146,17 @@ def prepare_inputs(
     return _GridInputs(rows, words, texts, sorted({w for ws in targets.values() for w in ws}))
 
 
-# --- selection --------------------------------------------------------------------------------------
-
-
-def _choose(
-    cells: pd.DataFrame, base_value: float, base_lms: float, policy: Policy, ratio: float
-) -> tuple[pd.Series | None, bool, str]:
-    """(chosen cell or None, useful, reason) among ``cells`` (columns h, alpha, value, lms, cell)."""
-    cells = cells.sort_values("alpha", kind="stable")  # ties go to the gentler rewrite
-    if policy == "threshold":
-        admissible = cells[cells["lms"] >= ratio * base_lms]
-        if admissible.empty:
-            return None, False, f"no cell keeps LMS >= {ratio:g} x base LMS"
-        best = admissible.loc[admissible["value"].idxmax()]
-        if not best["value"] > base_value:
-            return best, False, f"no cell with LMS >= {ratio:g} x base LMS beats the base model"
-        return best, True, f"strongest cell with LMS >= {ratio:g} x base LMS"
-    best = cells.loc[(cells["value"] * cells["lms"]).idxmax()]
-    if not (best["value"] > base_value and best["value"] * best["lms"] > base_value * base_lms):
-        return best, False, "no cell beats the base model in value x LMS"
-    return best, True, "best value x LMS"
-
-
-def _entry(
-    cells: pd.DataFrame, h: float, metric: str, base_value: float, base_lms: float, policy: Policy, ratio: float
-) -> dict[str, Any]:
-    """One ``selected`` entry of decoder.json; without an admissible cell it describes the base model."""
-    best, useful, reason = _choose(cells, base_value, base_lms, policy, ratio)
-    if best is None:
-        best = pd.Series({"h": h, "alpha": 0.0, "value": base_value, "lms": base_lms, "cell": "base"})
-    return {
-        "h": float(best["h"]), "alpha": float(best["alpha"]), "cell": str(best["cell"]), "metric": metric,
-        "value": float(best["value"]), "base_value": float(base_value), "lms": float(best["lms"]),
-        "base_lms": float(base_lms), "lms_ratio": float(best["lms"]) / base_lms if base_lms else None,
-        "useful": useful, "reason": reason,
-    }
-
-
-def select_rewrites(
-    grid: pd.DataFrame,
-    strengthen_h: Mapping[str, float],
-    policy: Policy = "threshold",
-    lms_ratio: float = 0.99,
-) -> dict[str, dict[str, Any]]:
-    """Selected cell per class (strengthen, key C) and per class weakening (key ``C_weaken``) from a grid table.
-
-    ``strengthen_h`` maps each class id to the h that strengthens it (``Gradiend.strengthen_h``); weakening C
-    uses the cells of the other classes' h.
-    """
-    if policy not in POLICIES:
-        raise GradiendError(f"selection policy must be one of {POLICIES}, got {policy!r}")
-    is_base = grid["is_base"].astype(bool)
-    if int(is_base.sum()) != 1:
-        raise GradiendError(f"the decoder grid must hold exactly one base row, found {int(is_base.sum())}")
-    base, cells = grid[is_base].iloc[0], grid[~is_base]
-    out = {}
-    for cid, h in strengthen_h.items():
-        own = cells[np.isclose(cells["h"], h)].assign(value=cells[f"p_{cid}_other"])
-        metric = f"P({cid} words | other rows)"
-        out[cid] = _entry(own, h, metric, base[f"p_{cid}_other"], base["lms"], policy, lms_ratio)
-        weak_h = [v for c, v in strengthen_h.items() if c != cid and not np.isclose(v, h)]
-        weak = cells[np.isin(cells["h"], weak_h)].assign(value=1.0 - cells[f"p_{cid}_own"])
-        if weak_h:
-            metric = f"1 - P({cid} words | {cid} rows)"
-            out[f"{cid}_weaken"] = _entry(
-                weak, weak_h[0], metric, 1.0 - base[f"p_{cid}_own"], base["lms"], policy, lms_ratio
-            )
-    return out
+def measure(lm: LoadedModel, inputs: _GridInputs, objective: Any, config: EvalConfig) -> dict[str, float]:
+    """P(class words) on other/own rows and the LMS (all texts) of the model as it is now (e.g. a saved rewrite)."""
+    probs = class_probabilities(lm, inputs.rows, inputs.words, objective=objective, batch_size=config.batch_size)
+    factual = inputs.rows["factual_class"].to_numpy()
+    out: dict[str, float] = {}
+    for cid in inputs.words.class_ids:
+        values = probs[cid].to_numpy()
+        out[f"p_{cid}_other"] = float(values[factual != cid].mean())
+        out[f"p_{cid}_own"] = float(values[factual == cid].mean())
+    score = lms(lm, inputs.texts, exclude_words=inputs.exclude, seed=config.seed, batch_size=config.batch_size)
+    return {**_lms_fields(score), **out}
 
 
 # --- the stage --------------------------------------------------------------------------------------
@@ -227,9 +164,9 @@ def select_rewrites(
 
 def decoder_summary(
     grid: pd.DataFrame, selected: Mapping[str, Any], config: EvalConfig, lms_definition: str,
-    n_rows: Mapping[str, int], n_texts: int,
+    n_rows: Mapping[str, int], n_texts: int, extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``metrics/decoder.json`` object."""
+    """The ``metrics/decoder.json`` object (``extra``: ``lms_check``, ``search``)."""
     base = grid[grid["is_base"].astype(bool)].iloc[0]
     measured = [c for c in grid.columns if c not in ("cell", "h", "alpha", "is_base")]
     return {
@@ -240,8 +177,42 @@ def decoder_summary(
         "split": config.split,
         "n_rows": dict(n_rows),
         "n_lms_texts": n_texts,
+        **dict(extra or {}),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
     }
+
+
+def _search(store: CellStore, strengthen_h: Mapping[str, float], config: EvalConfig, factual: np.ndarray,
+            degenerate: str | None) -> str:
+    """Evaluate the cells the configured search needs; return the search actually run.
+
+    The adaptive search needs the threshold policy and a base LMS to test against; otherwise the full grid runs
+    (with a degenerate base LMS for the plot and the record only: nothing will be called useful).
+    """
+    if degenerate is not None:
+        log.warning("decoder: %s; the LMS constraint cannot be checked, no rewrite will be called useful", degenerate)
+    if config.search == "grid" or config.policy != "threshold" or degenerate is not None:
+        if config.search == "adaptive":
+            log.info("decoder: running the full grid (policy %r, base LMS %s)", config.policy,
+                     "degenerate" if degenerate else "usable")
+        grid_search(store, list(strengthen_h.values()), config.alphas)
+        return "grid"
+    adaptive_search(store, strengthen_h, config.alphas, config.lms_ratio, factual)
+    return "adaptive"
+
+
+def _select_complete(store: CellStore, strengthen_h: Mapping[str, float], config: EvalConfig,
+                     factual: np.ndarray) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Select; a selected cell whose LMS rests on a sample is scored on all texts and the selection repeated."""
+    while True:
+        grid = grid_table(store, factual)
+        selected = select_rewrites(grid, strengthen_h, config.policy, config.lms_ratio)
+        partial = {(e["h"], e["alpha"]) for e in selected.values()
+                   if e["alpha"] != 0 and len(store.lms_scores((e["h"], e["alpha"]), 0)) < store.n_texts}
+        if not partial:
+            return grid, selected
+        for cell in partial:
+            store.lms_scores(cell)
 
 
 def evaluate_decoder(
@@ -255,21 +226,46 @@ def evaluate_decoder(
     objective: Any = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DecoderResult:
-    """Run the decoder grid on ``config.split`` and select rewrites; the base model is unchanged afterwards.
+    """Evaluate decoder cells on ``config.split`` (``config.search``) and select rewrites with intervals.
 
-    ``targets`` overrides the class words (default: the words of each class in the pairs table).
+    The base model is unchanged afterwards. ``targets`` overrides the class words (default: the words of each
+    class in the pairs table). ``progress(done, most)`` is called after every measurement.
     """
     config = config or EvalConfig()
     classes = tuple(gradiend.meta.classes or ())
-    if len(classes) != 2:
+    if len(classes) < 2:
         raise GradiendError("the GRADIEND has no (positive, negative) classes in its metadata; train it with classes")
     inputs = prepare_inputs(lm, pairs, neutral_texts, classes, config, targets)
-    grid = decoder_grid(lm, gradiend, inputs, config, objective, progress)
-    selected = select_rewrites(grid, {c: gradiend.strengthen_h(c) for c in classes}, config.policy, config.lms_ratio)
+    if objective is None:
+        from gradiend.lm.objectives import objective_for
+
+        objective = objective_for(lm)
+    texts = prepare_lms_texts(lm, inputs.texts, exclude_words=inputs.exclude, seed=config.seed)
+    store = CellStore(lm, gradiend, list(inputs.rows["masked"]), inputs.words, texts, objective,
+                      config.batch_size, config.seed)
+    strengthen_h = {c: gradiend.strengthen_h(c) for c in classes}
+    most = 2 * (1 + len(set(strengthen_h.values())) * len(config.alphas))
+    if progress is not None:
+        store.on_measure = lambda: progress(len(store.probs) + len(store.scores), most)
+    factual = inputs.rows["factual_class"].to_numpy()
+    store.probabilities(BASE)
+    base_lms = store.lms_scores(BASE).result(lm.family)
+    degenerate = degenerate_base_lms(base_lms, config.min_lms_tokens)
+    search = _search(store, strengthen_h, config, factual, degenerate)
+    grid, selected = _select_complete(store, strengthen_h, config, factual)
+    attach_intervals(selected, store, factual, config.bootstrap, config.seed)
+    if degenerate is not None:
+        mark_degenerate(selected, degenerate)
     counts = inputs.rows["factual_class"].value_counts()
-    definition = lms_definition(lm.family)
-    summary = decoder_summary(grid, selected, config, definition, {c: int(counts[c]) for c in classes},
-                              len(inputs.texts))
+    extra = {
+        "lms_check": {"degenerate": degenerate is not None, "reason": degenerate, "n_tokens": base_lms.n_tokens,
+                      "min_tokens": config.min_lms_tokens},
+        "search": {"name": search, "cells_evaluated": int((~grid["is_base"]).sum()),
+                   "cells_with_probabilities": len(store.probs) - 1, "grid_cells": most // 2 - 1,
+                   "lms_texts_scored": int(sum(len(s) for s in store.scores.values()))},
+    }
+    summary = decoder_summary(grid, selected, config, lms_definition(lm.family),
+                              {c: int(counts[c]) for c in classes}, len(texts), extra)
     return DecoderResult(grid, summary)
 
 

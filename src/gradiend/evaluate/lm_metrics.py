@@ -2,11 +2,14 @@
 
 LMS definitions (both read "higher is better", so one selection rule serves both families):
 
-* **Masked LM** — masked-token accuracy. Per text, ``max(1, int(0.15 · n))`` of its ``n`` candidate tokens are
-  replaced by the mask token (all at once) and the model's argmax at each masked position is compared with the
-  original token id. Candidates are all tokens except special tokens ([CLS], [SEP], padding …) and tokens
-  that overlap an occurrence of an excluded (feature) word. The positions are drawn from a generator seeded
-  with ``seed``, so two calls on the same model mask the same positions. ``LMS = correct / masked``.
+* **Masked LM** — pseudo-log-likelihood of the true tokens at masked positions. Per text,
+  ``max(1, int(0.15 · n))`` of its ``n`` candidate tokens are replaced by the mask token (all at once);
+  ``NLL`` is the mean of ``−log P(original token | masked text)`` over the masked positions,
+  ``perplexity = exp(NLL)`` and ``LMS = 1 / (1 + NLL)`` — continuous, so it cannot collapse to 0 on a weak MLM
+  head the way argmax accuracy does (which is kept as the second column ``accuracy``). Candidates are all tokens
+  except special tokens ([CLS], [SEP], padding …) and tokens that overlap an occurrence of an excluded
+  (feature) word. The positions are drawn from a generator seeded with ``seed``, so two calls on the same model
+  mask the same positions.
 * **Causal LM** — next-token negative log-likelihood. For every real (unpadded, non-special) token that has a
   predecessor, ``−log P(token_t | tokens_<t)`` from the logits at position ``t − 1`` (the shift the published
   package forgot); tokens overlapping an excluded word are context only, never scored. ``NLL`` is the mean
@@ -40,8 +43,9 @@ from gradiend.lm.load import LoadedModel, ModelFamily
 
 MASK_FRACTION = 0.15
 MLM_LMS_DEFINITION = (
-    "masked-token accuracy: 15% of the non-special, non-feature tokens of each neutral text masked "
-    "(seeded), argmax prediction compared with the original token"
+    "1 / (1 + NLL), NLL = mean negative log-likelihood of the original tokens at masked positions "
+    "(15% of the non-special, non-feature tokens of each neutral text, seeded, masked at once); "
+    "accuracy = argmax prediction equals the original token"
 )
 CLM_LMS_DEFINITION = (
     "1 / (1 + NLL), NLL = mean next-token negative log-likelihood (shifted) over the real, "
@@ -58,7 +62,7 @@ def lms_definition(family: ModelFamily) -> str:
 class LMSResult:
     """The LMS of one model on one set of texts.
 
-    ``accuracy`` is set for masked LMs, ``nll``/``perplexity`` for causal LMs; ``n_tokens`` counts the
+    ``nll``/``perplexity`` are set for both families, ``accuracy`` for masked LMs; ``n_tokens`` counts the
     scored tokens (masked positions, or predicted next tokens).
     """
 
@@ -159,21 +163,109 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
-def _batches(items: list[_Encoded], batch_size: int) -> Iterable[list[_Encoded]]:
-    """Length-sorted batches (less padding); sums over tokens do not depend on the order."""
-    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
-    for start in range(0, len(order), batch_size):
-        yield [items[i] for i in order[start : start + batch_size]]
+# --- per-text scores (the bootstrap resamples texts from these) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """Per-text sums of one LMS evaluation, in the order of the evaluated texts.
+
+    ``nll[i]`` is the summed token NLL of text i, ``tokens[i]`` its scored tokens, ``correct[i]`` (masked LMs)
+    its argmax hits. The LMS of any subset of texts (a bootstrap replicate, a growing sample) follows from them.
+    """
+
+    nll: np.ndarray
+    tokens: np.ndarray
+    correct: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.nll.shape[0])
+
+    def concat(self, other: TextScores) -> TextScores:
+        """These texts followed by ``other``'s."""
+        correct = None if self.correct is None else np.concatenate([self.correct, other.correct])
+        return TextScores(np.concatenate([self.nll, other.nll]), np.concatenate([self.tokens, other.tokens]),
+                          correct)
+
+    def result(self, family: ModelFamily) -> LMSResult:
+        """The :class:`LMSResult` over all these texts."""
+        count = int(self.tokens.sum())
+        if count == 0:
+            raise GradiendError("no scorable tokens in the LMS texts (all empty, special or feature words)")
+        nll = float(self.nll.sum()) / count
+        ppl = math.exp(nll) if nll < 700 else math.inf
+        acc = None if self.correct is None else float(self.correct.sum()) / count
+        return LMSResult(lms=lms_from_nll(nll), family=family, n_tokens=count, accuracy=acc, nll=nll, perplexity=ppl)
+
+
+def lms_from_nll(nll: np.ndarray | float) -> np.ndarray | float:
+    """LMS = 1 / (1 + NLL) (bounded in (0, 1], higher is better); 0 for a non-finite or negative NLL."""
+    nll = np.asarray(nll, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.where(np.isfinite(nll) & (nll >= 0), 1.0 / (1.0 + np.where(np.isfinite(nll), nll, 0.0)), 0.0)
+    return float(out) if out.ndim == 0 else out
+
+
+@dataclass(frozen=True)
+class LMSTexts:
+    """Neutral texts tokenized once, with the masked positions of each (masked LMs; empty lists for causal)."""
+
+    family: ModelFamily
+    items: tuple[_Encoded, ...]
+    positions: tuple[tuple[int, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def prepare_lms_texts(lm: LoadedModel, texts: Sequence[str], *, exclude_words: Iterable[str] = (),
+                      seed: int = 0) -> LMSTexts:
+    """Tokenize ``texts`` and draw the masked positions once (texts without a scorable token are dropped)."""
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise GradiendError("LMS needs at least one non-empty neutral text")
+    pattern = word_pattern(exclude_words)
+    items = [_encode(lm.tokenizer, t, max_length(lm), pattern) for t in texts]
+    if lm.family is ModelFamily.MASKED:
+        pairs = [(it, tuple(p)) for it, p in zip(items, _choose_masks(items, seed), strict=True) if p]
+    else:
+        pairs = [(it, ()) for it in items if any(it.scorable[1:])]
+    if not pairs:
+        what = "maskable" if lm.family is ModelFamily.MASKED else "scorable"
+        raise GradiendError(f"no {what} tokens in the LMS texts (all empty, special or feature words)")
+    return LMSTexts(lm.family, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+
+
+def text_scores(lm: LoadedModel, texts: LMSTexts, indices: Sequence[int] | None = None,
+                batch_size: int = 16) -> TextScores:
+    """Per-text NLL sums (and argmax hits) of the model as it is now, for ``texts`` (or the given subset)."""
+    if batch_size < 1:
+        raise GradiendError(f"batch_size must be ≥ 1, got {batch_size}")
+    order = list(range(len(texts))) if indices is None else list(indices)
+    n = len(order)
+    nll, tokens, correct = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    lm.model.eval()
+    by_length = sorted(range(n), key=lambda k: len(texts.items[order[k]].ids))  # less padding
+    for start in range(0, n, batch_size):
+        chunk = by_length[start : start + batch_size]
+        picked = [order[k] for k in chunk]
+        if texts.family is ModelFamily.MASKED:
+            s, c, hits = _masked_scores(lm, [texts.items[i] for i in picked], [texts.positions[i] for i in picked])
+            correct[chunk] = hits
+        else:
+            s, c = _causal_scores(lm, [texts.items[i] for i in picked])
+        nll[chunk], tokens[chunk] = s, c
+    return TextScores(nll, tokens, correct if texts.family is ModelFamily.MASKED else None)
 
 
 # --- causal LM --------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def causal_token_nll(
+def causal_row_nll(
     model: torch.nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, scorable: torch.Tensor | None = None
-) -> tuple[float, int]:
-    """(sum of next-token NLL, number of scored tokens) of a padded batch (left or right padding).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a padded batch (left or right padding): (sum of next-token NLL, number of scored tokens).
 
     Token ``t`` is scored from the logits at ``t − 1`` when both are real tokens (and ``scorable[t]``).
     Position ids follow the attention mask, so left padding gives the same numbers as right padding.
@@ -187,12 +279,19 @@ def causal_token_nll(
     valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).bool()
     if scorable is not None:
         valid &= scorable.to(device)[:, 1:]
-    pred = logits[:, :-1][valid].float()
-    target = ids[:, 1:][valid]
-    if target.numel() == 0:
-        return 0.0, 0
-    nll = torch.nn.functional.cross_entropy(pred, target, reduction="sum")
-    return float(nll), int(target.numel())
+    per_token = torch.zeros(valid.shape, dtype=torch.float64, device=device)
+    if valid.any():
+        per_token[valid] = torch.nn.functional.cross_entropy(
+            logits[:, :-1][valid].float(), ids[:, 1:][valid], reduction="none").double()
+    return per_token.sum(-1).cpu(), valid.sum(-1).cpu()
+
+
+def causal_token_nll(
+    model: torch.nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, scorable: torch.Tensor | None = None
+) -> tuple[float, int]:
+    """(sum of next-token NLL, number of scored tokens) of a padded batch (see :func:`causal_row_nll`)."""
+    nll, count = causal_row_nll(model, ids, attention_mask, scorable)
+    return float(nll.sum()), int(count.sum())
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
@@ -201,21 +300,11 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _causal_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int) -> LMSResult:
-    total, count = 0.0, 0
-    pad = _pad_id(lm.tokenizer)
-    for batch in _batches(items, batch_size):
-        padded = forward.pad([tuple(b.ids) for b in batch], pad, "right", CPU)
-        ids, mask = padded.input_ids, padded.attention_mask
-        scorable = forward.pad([tuple(int(s) for s in b.scorable) for b in batch], 0, "right", CPU).input_ids
-        s, n = causal_token_nll(lm.model, ids, mask, scorable.bool())
-        total, count = total + s, count + n
-    if count == 0:
-        raise GradiendError("no scorable tokens in the LMS texts (all empty, special or feature words)")
-    nll = total / count
-    ppl = math.exp(nll) if nll < 700 else math.inf
-    lms = 1.0 / (1.0 + nll) if math.isfinite(nll) and nll >= 0 else 0.0
-    return LMSResult(lms=lms, family=ModelFamily.CAUSAL, n_tokens=count, nll=nll, perplexity=ppl)
+def _causal_scores(lm: LoadedModel, batch: list[_Encoded]) -> tuple[np.ndarray, np.ndarray]:
+    padded = forward.pad([tuple(b.ids) for b in batch], _pad_id(lm.tokenizer), "right", CPU)
+    scorable = forward.pad([tuple(int(s) for s in b.scorable) for b in batch], 0, "right", CPU).input_ids
+    nll, count = causal_row_nll(lm.model, padded.input_ids, padded.attention_mask, scorable.bool())
+    return nll.numpy(), count.numpy()
 
 
 # --- masked LM --------------------------------------------------------------------------------------
@@ -233,35 +322,25 @@ def _choose_masks(items: list[_Encoded], seed: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def _masked_correct(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor,
-                    original: torch.Tensor) -> int:
-    device = next(model.parameters()).device
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    pred = logits[masked.to(device)].argmax(-1)
-    return int((pred == original.to(device)).sum())
-
-
-def _masked_lms(lm: LoadedModel, items: list[_Encoded], batch_size: int, seed: int) -> LMSResult:
-    positions = _choose_masks(items, seed)
-    work = [(it, pos) for it, pos in zip(items, positions, strict=True) if pos]
-    if not work:
-        raise GradiendError("no maskable tokens in the LMS texts (all empty, special or feature words)")
-    mask_id = lm.tokenizer.mask_token_id
-    correct, total = 0, 0
-    work.sort(key=lambda w: len(w[0].ids))
-    for start in range(0, len(work), batch_size):
-        chunk = work[start : start + batch_size]
-        padded = forward.pad([tuple(it.ids) for it, _ in chunk], _pad_id(lm.tokenizer), "right", CPU)
-        ids, attn = padded.input_ids, padded.attention_mask
-        masked = torch.zeros_like(ids, dtype=torch.bool)
-        for row, (_, pos) in enumerate(chunk):
-            masked[row, pos] = True
-        original = ids[masked]
-        ids = ids.masked_fill(masked, mask_id)
-        correct += _masked_correct(lm.model, ids, attn, masked, original)
-        total += int(masked.sum())
-    acc = correct / total
-    return LMSResult(lms=acc, family=ModelFamily.MASKED, n_tokens=total, accuracy=acc)
+def _masked_scores(lm: LoadedModel, batch: list[_Encoded],
+                   positions: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per text: (summed NLL of the original tokens at its masked positions, masked count, argmax hits)."""
+    padded = forward.pad([tuple(it.ids) for it in batch], _pad_id(lm.tokenizer), "right", CPU)
+    ids, attn = padded.input_ids, padded.attention_mask
+    masked = torch.zeros_like(ids, dtype=torch.bool)
+    for row, pos in enumerate(positions):
+        masked[row, list(pos)] = True
+    original = ids[masked]
+    device = next(lm.model.parameters()).device
+    inputs = ids.masked_fill(masked, lm.tokenizer.mask_token_id)
+    logits = lm.model(input_ids=inputs.to(device), attention_mask=attn.to(device)).logits[masked.to(device)]
+    logp = torch.log_softmax(logits.float(), dim=-1).cpu().double()
+    token_nll = -logp.gather(1, original[:, None]).squeeze(1)
+    hits = (logp.argmax(-1) == original).long()
+    row = masked.nonzero()[:, 0]
+    n = len(batch)
+    nll = torch.zeros(n, dtype=torch.float64).index_add_(0, row, token_nll)
+    return nll.numpy(), masked.sum(-1).numpy(), torch.zeros(n, dtype=torch.long).index_add_(0, row, hits).numpy()
 
 
 def masked_positions(
@@ -286,18 +365,10 @@ def lms(
     ``exclude_words`` (feature words) are never masked or scored, in any letter case.
     Runs under ``no_grad`` with dynamic padding; the model is left in eval mode and unchanged.
     """
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
-    if not texts:
-        raise GradiendError("LMS needs at least one non-empty neutral text")
     if batch_size < 1:
         raise GradiendError(f"batch_size must be ≥ 1, got {batch_size}")
-    pattern = word_pattern(exclude_words)
-    limit = max_length(lm)
-    items = [_encode(lm.tokenizer, t, limit, pattern) for t in texts]
-    lm.model.eval()
-    if lm.family is ModelFamily.MASKED:
-        return _masked_lms(lm, items, batch_size, seed)
-    return _causal_lms(lm, items, batch_size)
+    prepared = prepare_lms_texts(lm, texts, exclude_words=exclude_words, seed=seed)
+    return text_scores(lm, prepared, batch_size=batch_size).result(lm.family)
 
 
 # --- class probabilities ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 
 from gradiend.errors import GradiendError
@@ -108,6 +109,24 @@ def iter_training_batches(
         yield GradientBatch(factual, alternative, label, transition_name(*keys[g]), len(positions))
 
 
+def validation_rows(
+    pairs: Any, *, task: Task, split: str = "validation", source: str = "alternative",
+    max_rows: int = 200, seed: int = 0,
+) -> tuple[Any, torch.Tensor]:
+    """Up to ``max_rows`` rows of ``split`` (spread evenly over the task's transitions and identity classes,
+    seeded) and their labels (+1/−1 per the source token's group, 0 for identity rows).
+
+    The one choice of validation rows, whether their gradients are stored (:func:`validation_gradients`) or
+    their encodings come from forward-mode AD at every evaluation (:mod:`gradiend.gradients.projections`).
+    """
+    src = check_kind(source)
+    groups = task.rows(pairs, split)
+    chosen = [g.sample(frac=1.0, random_state=seed).head(n)
+              for g, n in zip(groups.values(), even_shares(max_rows, len(groups)), strict=True)]
+    labels = [task.source_label(src, a, b) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
+    return pd.concat(chosen, ignore_index=True), torch.tensor(labels, dtype=torch.float32)
+
+
 def validation_gradients(
     computer: GradientComputer,
     pairs: Any,
@@ -120,29 +139,20 @@ def validation_gradients(
     max_bytes: int = VALIDATION_MAX_BYTES,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row ``source`` gradients of up to ``max_rows`` rows of ``split`` (spread evenly over the task's
-    transitions and identity classes) and their labels.
+    """Per-row ``source`` gradients of the :func:`validation_rows` and their labels.
 
-    Returns X [rows, input_dim] in ``dtype`` and labels [rows] (+1/−1 per the source token's group, 0 identity). Refuses a matrix
-    over ``max_bytes``: pre-prune the selection, lower ``max_rows`` or store them in bfloat16 (half the bytes;
+    Returns X [rows, input_dim] in ``dtype`` and labels [rows] (+1/−1 per the source token's group, 0 identity).
+    Refuses a matrix over ``max_bytes``: pre-prune the selection, lower ``max_rows`` or store them in bfloat16 (half the bytes;
     the encodings computed from them differ by about 1e-3 relative).
     """
     if dtype not in VALIDATION_DTYPES.values():
         raise GradiendError(f"validation gradients are stored in one of {sorted(VALIDATION_DTYPES)}, got {dtype}")
-    src = check_kind(source)
-    groups = task.rows(pairs, split)
-    chosen = [g.sample(frac=1.0, random_state=seed).head(n) for g, n in zip(groups.values(),
-                                                                             even_shares(max_rows, len(groups)), strict=True)]
-    n_rows = sum(len(c) for c in chosen)
-    _check_memory(n_rows, computer.input_dim, max_bytes, dtype)
-    labels = [task.source_label(src, a, b) for (a, b), c in zip(groups, chosen, strict=True) for _ in range(len(c))]
-    x = torch.empty(n_rows, computer.input_dim, dtype=dtype)
-    i = 0
-    for rows in chosen:
-        for grad in computer.row_gradients(rows, src):
-            x[i] = grad
-            i += 1
-    return x, torch.tensor(labels, dtype=torch.float32)
+    rows, labels = validation_rows(pairs, task=task, split=split, source=source, max_rows=max_rows, seed=seed)
+    _check_memory(len(rows), computer.input_dim, max_bytes, dtype)
+    x = torch.empty(len(rows), computer.input_dim, dtype=dtype)
+    for i, grad in enumerate(computer.row_gradients(rows, check_kind(source))):
+        x[i] = grad
+    return x, labels
 
 
 def _check_memory(n_rows: int, input_dim: int, max_bytes: int, dtype: torch.dtype = torch.float32) -> None:

@@ -110,6 +110,8 @@ def rewrite_card(rw: Rewrite) -> str:
     shift = shift_text(rw.base_value, rw.value)
     metric = rw.metric or ("1 − P(class words | own rows)" if rw.weaken else f"P({rw.class_id} words | other rows)")
     detail = f"{metric} · h = {h_text(rw.h)}, α = {alpha_text(rw.alpha)} · {lms}"
+    if rw.shift is not None and rw.shift.low is not None:
+        detail += f" · shift 95% CI [{num(rw.shift.low)}, {num(rw.shift.high)}]"
     return H.card(label, shift, detail, "good")
 
 
@@ -179,6 +181,15 @@ def encoder_details(run: RunData) -> str:
     return H.section("Encoder evaluation", body, "encoder")
 
 
+def _lms_check_text(dec: Mapping[str, Any]) -> str:
+    """A warning paragraph when the base LMS was degenerate (the LMS constraint said nothing)."""
+    check = dec.get("lms_check")
+    if not isinstance(check, Mapping) or not check.get("degenerate"):
+        return ""
+    return (f"<p><strong>The base LMS is degenerate</strong> ({H.esc(str(check.get('reason')))}): the LMS "
+            "constraint could not be checked, so no rewrite is called useful.</p>")
+
+
 def decoder_details(run: RunData) -> str:
     dec = run.decoder
     if dec is None:
@@ -186,15 +197,18 @@ def decoder_details(run: RunData) -> str:
     policy = dec.get("policy")
     policy_text = ", ".join(f"{k} = {v}" for k, v in policy.items()) if isinstance(policy, Mapping) else str(policy)
     body = f"<p>Selection policy: {H.esc(policy_text)}. LMS: {H.esc(dec.get('lms_definition', '–'))}.</p>"
+    body += _lms_check_text(dec)
     rows = [
         (rw.key, "yes" if rw.useful else "no", h_text(rw.h), alpha_text(rw.alpha), num(rw.base_value), num(rw.value),
-         num(rw.lms_ratio), rw.reason or "")
+         interval(rw.shift), interval(rw.lms_ratio_ci) if rw.lms_ratio_ci else num(rw.lms_ratio), rw.reason or "")
         for rw in run.rewrites
     ]
-    body += H.table(["selection", "useful", "h", "α", "base value", "value", "LMS ratio", "reason"], rows,
-                    [False, False, True, True, True, True, True, False])
+    body += H.table(["selection", "useful", "h", "α", "base value", "value", "shift [95% CI]", "LMS ratio [95% CI]",
+                     "reason"], rows, [False, False, True, True, True, True, True, True, False])
     if run.grid is not None:
-        body += f"<p>{len(run.grid)} grid cells in metrics/decoder_grid.csv (including the base model).</p>"
+        search = dec.get("search") if isinstance(dec.get("search"), Mapping) else {}
+        how = f" by the {search['name']} search" if search.get("name") else ""
+        body += f"<p>{len(run.grid)} cells evaluated{how} in metrics/decoder_grid.csv (including the base model).</p>"
     return H.section("Decoder evaluation", body, "decoder")
 
 

@@ -62,6 +62,8 @@ class Rewrite:
     lms_ratio: float | None
     metric: str = ""  # what ``value`` measures, as decoder.json names it
     reason: str = ""  # why the cell was chosen, or why no rewrite is useful
+    shift: Interval | None = None  # value − base value with its 95% interval
+    lms_ratio_ci: Interval | None = None  # the LMS ratio with its 95% interval
 
     @classmethod
     def parse(cls, key: str, obj: dict[str, Any]) -> Rewrite:
@@ -76,6 +78,8 @@ class Rewrite:
             useful=bool(obj.get("useful", False)), h=num("h"), alpha=num("alpha"), value=num("value"),
             base_value=num("base_value"), lms=num("lms"), base_lms=num("base_lms"), lms_ratio=num("lms_ratio"),
             metric=str(obj.get("metric") or ""), reason=str(obj.get("reason") or ""),
+            shift=Interval.parse(obj.get("shift")),
+            lms_ratio_ci=Interval.parse({"value": obj.get("lms_ratio"), "ci": obj.get("lms_ratio_ci")}),
         )
 
 
