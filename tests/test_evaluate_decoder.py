@@ -316,3 +316,34 @@ def test_shift_and_lms_ratio_intervals_cover_planted_effects():
     reps = ratio_replicates(cell, base, rng.integers(0, 80, size=(500, 80)))
     low, high = stats.interval(reps)
     assert low <= point <= high and high < 1.0
+
+
+THREE = pd.concat([PAIRS, pd.DataFrame({
+    "masked": ["Then [MASK] saw the sea.", "Now [MASK] know the way."], "factual": ["i", "i"],
+    "factual_class": ["1SG", "1SG"], "alternative": ["he", "they"], "alternative_class": ["3SG", "3PL"],
+    "split": "test", "doc_id": ["e", "f"], "sentence_id": [4, 5],
+})], ignore_index=True)
+
+
+def test_decoder_reads_every_class_and_selects_for_the_tasks_groups(make_tiny):
+    """A pair task on a three-class data set: the groups get other/own columns and the selection, the third
+    class its probability on every evaluated row; a merged task's groups pool their classes' words and rows."""
+    from gradiend.tasks import Task
+
+    lm = make_tiny("bert", seed=2)
+    gradiend = _gradiend(lm)
+    config = EvalConfig(alphas=(0.5,), max_rows=2, max_lms_texts=5, search="grid", min_lms_tokens=1)
+    grid = evaluate_decoder(lm, gradiend, THREE, NEUTRAL, config).grid
+    assert {"p_3SG_other", "p_3SG_own", "p_3PL_other", "p_3PL_own", "p_1SG_all"} <= set(grid.columns)
+    rows = THREE[THREE["factual_class"] != "1SG"].reset_index(drop=True)
+    probs = class_probabilities(lm, rows, {"1SG": ["i"]})
+    assert grid.iloc[0]["p_1SG_all"] == pytest.approx(probs["1SG"].mean(), rel=1e-6)
+
+    merged = Task.merged({"SG": ["1SG", "3SG"], "PL": ["3PL"]})
+    gradiend.meta = GradiendMeta(selection=gradiend.selection, base_model=lm.name, model_family="masked",
+                                 classes=merged.group_ids, directions={"SG": 1, "PL": -1}, task=merged.to_dict())
+    result = evaluate_decoder(lm, gradiend, THREE, NEUTRAL, config)
+    assert result.summary["n_rows"] == {"SG": 4, "PL": 2} and set(result.summary["selected"]) >= {"SG", "PL"}
+    sg = class_probabilities(lm, THREE, {"SG": ["he", "i", "it", "she"]})["SG"]
+    assert result.grid.iloc[0]["p_SG_other"] == pytest.approx(sg[THREE["factual_class"] == "3PL"].mean(), rel=1e-6)
+    assert gradiend.strengthen_h("1SG") == gradiend.strengthen_h("SG")  # a member class stands for its group

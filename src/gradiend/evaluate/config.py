@@ -16,6 +16,8 @@ def _one_two_five(lowest: int = -3, highest: int = 2) -> tuple[float, ...]:
 
 
 DEFAULT_ALPHAS = _one_two_five()
+#: the splits an evaluation can run on; "all" encodes every split (the ``split`` column tells them apart)
+EVAL_SPLITS = ("train", "validation", "test", "all")
 Policy = Literal["threshold", "metric_x_lms"]
 POLICIES = ("threshold", "metric_x_lms")
 SEARCHES = ("adaptive", "grid")
@@ -39,6 +41,8 @@ class EvalConfig:
     batch_size: int = field(default=16, metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
+        if self.split not in EVAL_SPLITS:
+            raise GradiendError(f"[eval] split must be one of {', '.join(EVAL_SPLITS)}, got {self.split!r}")
         if not self.alphas or any(not math.isfinite(a) or a <= 0 for a in self.alphas):
             raise GradiendError(f"[eval] alphas must be finite positive learning rates, got {self.alphas}")
         if self.policy not in POLICIES:

@@ -31,7 +31,7 @@ from gradiend.constants import DECODER_GRID_FILE, DECODER_METRICS_FILE
 from gradiend.errors import GradiendError
 from gradiend.evaluate.cells import BASE, CellStore
 from gradiend.evaluate.config import DEFAULT_ALPHAS, EvalConfig
-from gradiend.evaluate.encoder import cap_rows
+from gradiend.evaluate.encoder import ALL_SPLITS, cap_rows, task_of
 from gradiend.evaluate.lm_metrics import (
     ClassWords,
     LMSResult,
@@ -49,6 +49,7 @@ from gradiend.evaluate.selection import (
 )
 from gradiend.io import write_json, write_with
 from gradiend.lm.load import LoadedModel
+from gradiend.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,33 @@ def _lms_fields(result: LMSResult) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _GridInputs:
-    rows: pd.DataFrame  # capped pair rows of the split, all classes
-    words: ClassWords
+    rows: pd.DataFrame  # capped pair rows of the split, of the task's classes
+    words: ClassWords  # the task's two groups first, then every other class of the data set
     texts: list[str]
     exclude: list[str]
+    factual: np.ndarray  # each row's group id (the key of its own class in the selection)
+
+
+def probability_columns(probs: np.ndarray | None, class_ids: Sequence[str], factual: np.ndarray) -> dict[str, float]:
+    """``p_<G>_other`` / ``p_<G>_own`` for the task's groups (rows of the other group / its own rows) and
+    ``p_<C>_all`` (all evaluated rows) for every other class of the data set; NaN where not measured."""
+    groups = set(factual.tolist())
+    out: dict[str, float] = {}
+    for k, cid in enumerate(class_ids):
+        if cid not in groups:
+            out[f"p_{cid}_all"] = np.nan if probs is None else float(probs[:, k].mean())
+            continue
+        out[f"p_{cid}_other"] = np.nan if probs is None else float(probs[factual != cid, k].mean())
+        out[f"p_{cid}_own"] = np.nan if probs is None else float(probs[factual == cid, k].mean())
+    return out
 
 
 def grid_table(store: CellStore, factual: np.ndarray) -> pd.DataFrame:
     """One row per evaluated cell (base first, then h descending × α ascending); unmeasured values are NaN.
 
     ``lms`` is the LMS on the ``n_lms_texts`` texts the cell was scored on and ``lms_ratio`` the paired ratio
-    against the base model on those same texts (for the full grid: all texts, so ``lms / base lms``).
+    against the base model on those same texts (for the full grid: all texts, so ``lms / base lms``). ``factual``
+    holds each row's group id (:func:`probability_columns`).
     """
     cells = sorted(set(store.probs) | set(store.scores), key=lambda c: (c != BASE, -c[0], c[1]))
     records = []
@@ -115,10 +132,7 @@ def grid_table(store: CellStore, factual: np.ndarray) -> pd.DataFrame:
         if scores is not None:
             rec.update(_lms_fields(scores.result(store.texts.family)), n_lms_texts=len(scores),
                        lms_ratio=store.lms_ratio((h, alpha)))
-        probs = store.probs.get((h, alpha))
-        for k, cid in enumerate(store.words.class_ids):
-            rec[f"p_{cid}_other"] = np.nan if probs is None else float(probs[factual != cid, k].mean())
-            rec[f"p_{cid}_own"] = np.nan if probs is None else float(probs[factual == cid, k].mean())
+        rec.update(probability_columns(store.probs.get((h, alpha)), store.words.class_ids, factual))
         records.append(rec)
     return pd.DataFrame(records)
 
@@ -127,34 +141,45 @@ def prepare_inputs(
     lm: LoadedModel,
     pairs: pd.DataFrame,
     neutral_texts: Sequence[str],
-    classes: Sequence[str],
+    task: Task | Sequence[str],
     config: EvalConfig,
     targets: Mapping[str, Sequence[str]] | None = None,
 ) -> _GridInputs:
-    """Capped rows of the split (per factual class), class words with case variants, LMS texts."""
-    rows = pairs[pairs["split"] == config.split]
-    rows = rows[rows["factual_class"].isin(classes)]
+    """Capped rows of the task's classes in the split (per factual class; ``split = "all"``: every split), the
+    words of the task's groups and of every other class of the data set (with case variants), LMS texts.
+
+    ``task`` may be two class ids (a pair). ``targets`` overrides the words per class or group.
+    """
+    task = task if isinstance(task, Task) else Task.pair(*task)
+    rows = pairs if config.split == ALL_SPLITS else pairs[pairs["split"] == config.split]
+    rows = rows[rows["factual_class"].isin(task.classes)]
     rows = cap_rows(rows, config.max_rows, config.seed, by="factual_class").reset_index(drop=True)
-    missing = [c for c in classes if not (rows["factual_class"] == c).any()]
+    missing = [c for c in task.classes if not (rows["factual_class"] == c).any()]
     if missing:
         raise GradiendError(f"split {config.split!r} has no pair rows of class(es) {missing}")
-    targets = dict(targets) if targets is not None else class_targets(pairs, classes)
+    words = _class_words(pairs, task, targets)
     texts = [t for t in neutral_texts if isinstance(t, str) and t.strip()][: config.max_lms_texts]
     if not texts:
         raise GradiendError("the decoder evaluation needs neutral texts for the LMS")
-    words = ClassWords.build(lm.tokenizer, {c: targets[c] for c in classes})
-    return _GridInputs(rows, words, texts, sorted({w for ws in targets.values() for w in ws}))
+    factual = rows["factual_class"].map(task.group_of).to_numpy()
+    return _GridInputs(rows, ClassWords.build(lm.tokenizer, words), texts,
+                       sorted({w for ws in words.values() for w in ws}), factual)
+
+
+def _class_words(pairs: pd.DataFrame, task: Task, targets: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """Words of the task's two groups (the union of their classes' words), then of every other class."""
+    others = [c for c in dict.fromkeys(pairs["factual_class"].astype(str)) if c not in task.group_ids]
+    if targets is not None:
+        return {k: list(v) for k, v in targets.items()}
+    per_class = class_targets(pairs, list(dict.fromkeys([*task.classes, *others])))
+    words = {g: sorted({w for c in task.groups[g] for w in per_class[c]}) for g in task.group_ids}
+    return {**words, **{c: per_class[c] for c in others}}
 
 
 def measure(lm: LoadedModel, inputs: _GridInputs, objective: Any, config: EvalConfig) -> dict[str, float]:
     """P(class words) on other/own rows and the LMS (all texts) of the model as it is now (e.g. a saved rewrite)."""
     probs = class_probabilities(lm, inputs.rows, inputs.words, objective=objective, batch_size=config.batch_size)
-    factual = inputs.rows["factual_class"].to_numpy()
-    out: dict[str, float] = {}
-    for cid in inputs.words.class_ids:
-        values = probs[cid].to_numpy()
-        out[f"p_{cid}_other"] = float(values[factual != cid].mean())
-        out[f"p_{cid}_own"] = float(values[factual == cid].mean())
+    out = probability_columns(probs[list(inputs.words.class_ids)].to_numpy(), inputs.words.class_ids, inputs.factual)
     score = lms(lm, inputs.texts, exclude_words=inputs.exclude, seed=config.seed, batch_size=config.batch_size)
     return {**_lms_fields(score), **out}
 
@@ -232,10 +257,9 @@ def evaluate_decoder(
     class in the pairs table). ``progress(done, most)`` is called after every measurement.
     """
     config = config or EvalConfig()
-    classes = tuple(gradiend.meta.classes or ())
-    if len(classes) < 2:
-        raise GradiendError("the GRADIEND has no (positive, negative) classes in its metadata; train it with classes")
-    inputs = prepare_inputs(lm, pairs, neutral_texts, classes, config, targets)
+    task = task_of(gradiend)
+    classes = task.group_ids
+    inputs = prepare_inputs(lm, pairs, neutral_texts, task, config, targets)
     if objective is None:
         from gradiend.lm.objectives import objective_for
 
@@ -247,7 +271,7 @@ def evaluate_decoder(
     most = 2 * (1 + len(set(strengthen_h.values())) * len(config.alphas))
     if progress is not None:
         store.on_measure = lambda: progress(len(store.probs) + len(store.scores), most)
-    factual = inputs.rows["factual_class"].to_numpy()
+    factual = inputs.factual
     store.probabilities(BASE)
     base_lms = store.lms_scores(BASE).result(lm.family)
     degenerate = degenerate_base_lms(base_lms, config.min_lms_tokens)
@@ -256,7 +280,7 @@ def evaluate_decoder(
     attach_intervals(selected, store, factual, config.bootstrap, config.seed)
     if degenerate is not None:
         mark_degenerate(selected, degenerate)
-    counts = inputs.rows["factual_class"].value_counts()
+    counts = pd.Series(factual).value_counts()
     extra = {
         "lms_check": {"degenerate": degenerate is not None, "reason": degenerate, "n_tokens": base_lms.n_tokens,
                       "min_tokens": config.min_lms_tokens},

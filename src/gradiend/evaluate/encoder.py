@@ -309,7 +309,7 @@ def encodings_table(
     transition of the data set plus identity rows of the classes outside the task (:func:`gradiend.tasks.all_rows`).
     ``max_rows`` caps the pair rows per transition and each neutral variant (seeded sample).
     """
-    task = _task(gradiend)
+    task = task_of(gradiend)
     rows = all_rows(pairs, task, None if split == ALL_SPLITS else split)
     rows = rows.assign(_transition=rows["factual_class"].astype(str) + "->" + rows["alternative_class"].astype(str))
     rows = cap_rows(rows, max_rows, seed, by="_transition").drop(columns="_transition")
@@ -327,7 +327,8 @@ def encodings_table(
     return pd.concat(parts, ignore_index=True)[list(ENCODING_COLUMNS)]
 
 
-def _task(gradiend: Any) -> Task:
+def task_of(gradiend: Any) -> Task:
+    """The task a GRADIEND was trained on (its metadata), or a clear error for one without classes."""
     task = gradiend.task
     if task is None:
         raise GradiendError("the GRADIEND has no task (positive and negative classes) in its metadata; train it "
@@ -377,7 +378,7 @@ def evaluate_encoder(
     config = config or EvalConfig()
     table = encodings_table(lm, gradiend, pairs, neutral_texts, split=config.split, max_rows=config.max_rows,
                             seed=config.seed)
-    metrics = encoder_metrics(table, _task(gradiend).group_ids, n_boot=config.bootstrap, seed=config.seed)
+    metrics = encoder_metrics(table, task_of(gradiend).group_ids, n_boot=config.bootstrap, seed=config.seed)
     return EncoderResult(table, metrics)
 
 
