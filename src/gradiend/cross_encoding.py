@@ -29,17 +29,25 @@ POOL_COLUMNS = ("dataset", "masked", "factual", "factual_class", "alternative", 
 
 
 def pool_rows(pairs_by_dataset: Mapping[str, pd.DataFrame], max_rows: int | None, split: str = "test",
-              seed: int = 0) -> pd.DataFrame:
-    """The shared pool: each data set's ``split`` rows, capped per transition, with identity rows per class."""
+              seed: int = 0, class_order: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """The shared pool: each data set's ``split`` rows, capped per transition, with identity rows per class.
+
+    Rows are ordered by data set, then factual and alternative class in ``class_order`` (a data set's feature
+    order; default: order of appearance), so the matrices' columns come out in that order.
+    """
     parts = []
     for dataset, pairs in pairs_by_dataset.items():
         rows = pairs[pairs["split"] == split]
         if rows.empty:
             raise GradiendError(f"data set {dataset!r} has no {split!r} rows to cross-encode")
-        identity = [identity_rows(rows, c) for c in dict.fromkeys(rows["factual_class"].astype(str))]
+        order = list((class_order or {}).get(dataset) or dict.fromkeys(rows["factual_class"].astype(str)))
+        identity = [identity_rows(rows, c) for c in order]
         rows = pd.concat([rows, *identity], ignore_index=True)
         rows = rows.assign(transition=[transition_name(f, a) for f, a in
                                        zip(rows["factual_class"], rows["alternative_class"], strict=True)])
+        rank = {c: i for i, c in enumerate(order)}
+        rows = rows.assign(_f=rows["factual_class"].map(rank), _a=rows["alternative_class"].map(rank))
+        rows = rows.sort_values(["_f", "_a"], kind="stable").drop(columns=["_f", "_a"]).reset_index(drop=True)
         parts.append(cap_rows(rows, max_rows, seed, by="transition").assign(dataset=dataset))
     return pd.concat(parts, ignore_index=True)[list(POOL_COLUMNS)]
 

@@ -161,7 +161,9 @@ def _cross_encode(members: Sequence[Member], max_rows: int, lm: LoadedModel | No
     for m in members:
         data_dir = (m.run_dir / C.DATA_DIR).resolve()
         data_dirs.setdefault(data_dir, _dataset_name(data_dir, data_dirs))
-    pool = pool_rows({name: load_data(d).pairs for d, name in data_dirs.items()}, max_rows)
+    datasets = {name: load_data(d) for d, name in data_dirs.items()}
+    pool = pool_rows({n: d.pairs for n, d in datasets.items()}, max_rows,
+                     class_order={n: d.feature.class_ids for n, d in datasets.items()})
     by_name = {m.name: m.gradiend for m in members}
     log.info("cross-encoding: %d GRADIENDs × %d pooled rows (%d data set(s))", len(members), len(pool), len(data_dirs))
     return encode_pool(pool, {m.name: m.gradiend.meta.source for m in members},

@@ -307,12 +307,11 @@ def encodings_table(
 
     ``split = "all"`` encodes every split (the ``split`` column tells them apart). The pair rows are every
     transition of the data set plus identity rows of the classes outside the task (:func:`gradiend.tasks.all_rows`).
-    ``max_rows`` caps the pair rows per transition and each neutral variant (seeded sample).
+    ``max_rows`` caps the rows per trained transition and each neutral variant (seeded sample); every other
+    transition, which only describes how the GRADIEND reads the rest of the data set, gets a quarter of it (≥ 5).
     """
     task = task_of(gradiend)
-    rows = all_rows(pairs, task, None if split == ALL_SPLITS else split)
-    rows = rows.assign(_transition=rows["factual_class"].astype(str) + "->" + rows["alternative_class"].astype(str))
-    rows = cap_rows(rows, max_rows, seed, by="_transition").drop(columns="_transition")
+    rows = _capped_rows(all_rows(pairs, task, None if split == ALL_SPLITS else split), task, max_rows, seed)
     if rows.empty:
         raise GradiendError(f"no pair rows in split {split!r}")
     exclude = set(feature_words) | _class_words(pairs)
@@ -325,6 +324,17 @@ def encodings_table(
     for neutral in (masked, text):
         parts.append(_neutral_part(lm, gradiend, cap_rows(neutral, max_rows, seed)))
     return pd.concat(parts, ignore_index=True)[list(ENCODING_COLUMNS)]
+
+
+def _capped_rows(rows: pd.DataFrame, task: Task, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """Rows capped per transition: ``max_rows`` for the task's own, a quarter of it (≥ 5) for the others."""
+    key = rows["factual_class"].astype(str) + "->" + rows["alternative_class"].astype(str)
+    own = {transition_name(f, a) for f, a in task.transitions} | {transition_name(c, c) for c in task.identity}
+    mine = key.isin(own)
+    other_cap = None if max_rows is None else max(5, max_rows // 4)
+    parts = [cap_rows(rows[mine].assign(_t=key[mine]), max_rows, seed, by="_t"),
+             cap_rows(rows[~mine].assign(_t=key[~mine]), other_cap, seed, by="_t")]
+    return pd.concat(parts).sort_index().drop(columns="_t")
 
 
 def task_of(gradiend: Any) -> Task:
