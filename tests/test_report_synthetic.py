@@ -100,6 +100,7 @@ def encodings(n: int = 120, seed: int = 0) -> pd.DataFrame:
         parts.append(pd.DataFrame({
             "encoding": enc, "label": label, "class": cls, "word": [words[i % len(words)] for i in range(n)],
             "variant": variant, "split": "test", "sentence_id": np.arange(n),
+            "transition": {"3SG": "3SG->3PL", "3PL": "3PL->3SG"}.get(cls), "in_task": cls is not None,
         }))
     return pd.concat(parts, ignore_index=True)
 
