@@ -92,13 +92,20 @@ def _brackets(ax, names: list, groups: Mapping[str, Sequence[str]] | None, axis:
         if not idx or idx[-1] - idx[0] + 1 != len(idx):
             continue  # not contiguous (e.g. after clustering): no bracket
         lo, hi = idx[0] - 0.4, idx[-1] + 0.4
-        if axis == "x":
-            t = ax.get_xaxis_transform()
-            ax.plot([lo, lo, hi, hi], [1.005, 1.02, 1.02, 1.005], color="black", lw=1, transform=t, clip_on=False)
-            ax.text((lo + hi) / 2, 1.03, str(group), ha="center", va="bottom", fontsize=8, transform=t)
+        if axis == "x":  # offsets in points, so the bracket clears the title whatever the figure's height
+            ax.plot([lo, hi], [1, 1], color="black", lw=1, marker="|", markersize=6, clip_on=False,
+                    transform=_points_above(ax, 5))
+            ax.text((lo + hi) / 2, 1, str(group), ha="center", va="bottom", fontsize=8, transform=_points_above(ax, 9))
         else:
             t = ax.get_yaxis_transform()
             ax.plot([-0.005, -0.02, -0.02, -0.005], [lo, lo, hi, hi], color="black", lw=1, transform=t, clip_on=False)
+
+
+def _points_above(ax, points: float):
+    """Data x, axes-fraction y, shifted up by ``points`` (independent of the figure's height)."""
+    transforms = require("matplotlib.transforms", "plot", "plots")
+    shift = transforms.ScaledTranslation(0, points / 72, ax.figure.dpi_scale_trans)
+    return ax.get_xaxis_transform() + shift
 
 
 def _text_color(image, value: float) -> str:
