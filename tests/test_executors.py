@@ -16,7 +16,7 @@ import tomli_w
 
 from gradiend import constants as C
 from gradiend.cli import main
-from gradiend.errors import GradiendError
+from gradiend.errors import GradiendError, MissingExtraError
 from gradiend.executors import ExecutionConfig, LocalExecutor, StudyInterrupted, attempt, get_executor
 from gradiend.study_plan import Node, StudyPlan, estimate_resources, write_summary
 from gradiend.suite import suite_from_dict
@@ -170,3 +170,21 @@ def test_cli_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, tiny_mode
 
 def _toml(raw: dict) -> str:
     return tomli_w.dumps(raw)
+
+
+def test_ray_executor_without_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    executor = get_executor("ray", address="auto", retries=1)  # building it does not import Ray
+    with pytest.raises(MissingExtraError, match=r"pip install 'gradiend\[ray\]'"):
+        executor.run(StudyPlan((Node("a", "data", _ok, (1,)),)))
+
+
+def test_cli_rejects_an_unknown_executor_in_one_line(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    suite_file = tmp_path / "suite.toml"
+    suite_file.write_text(_toml(_suite(tiny_model_dir, tmp_path / "out")))
+    monkeypatch.setattr(sys, "argv", ["gradiend", "study", str(suite_file), "--executor", "dask"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: [execution] executor must be one of local, ray, got 'dask'")
+    assert not (tmp_path / "out" / "de" / "data").exists()  # nothing started

@@ -190,9 +190,16 @@ def attempt(node: Node, args: tuple[Any, ...], kwargs: dict[str, Any], retries: 
             if again:
                 continue
             return NodeOutcome("failed", None, error, time.perf_counter() - t0, n, worker_id(), dict(MODEL_LOADS))
-        log.info("%s finished in %.1f s: %s", node.id, time.perf_counter() - t0, node.where)
         return NodeOutcome("finished", result, None, time.perf_counter() - t0, n, worker_id(), dict(MODEL_LOADS))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def log_outcome(node: Node, outcome: NodeOutcome) -> None:
+    """The one log line of a finished node: its status, time, worker and where its artifacts are."""
+    if outcome.status == "finished":
+        log.info("%s finished in %.1f s (%s): %s", node.id, outcome.seconds, outcome.worker or "?", node.where)
+    elif outcome.status == "failed":
+        log.error("%s failed after %d attempt(s): %s", node.id, outcome.attempts, outcome.error)
 
 
 class StudyProgress:
@@ -206,7 +213,9 @@ class StudyProgress:
         self.running += 1
         self.bar.set_postfix_str(f"running {self.running} · {progress_line(outcome)}")
 
-    def done(self, status: str, outcome: Mapping[str, NodeOutcome]) -> None:
+    def done(self, node: Node, outcome: Mapping[str, NodeOutcome]) -> None:
+        status = outcome[node.id].status
+        log_outcome(node, outcome[node.id])
         self.running -= status != "skipped"
         self.bar.update(1)
         self.bar.set_postfix_str(f"running {self.running} · {progress_line(outcome)}")
@@ -232,7 +241,7 @@ class LocalExecutor:
                     progress.started(outcome)
                 outcome[node.id] = skipped(blocked) if blocked else attempt(
                     node, *call_args(node, outcome), self.retries, self.threads)
-                progress.done(outcome[node.id].status, outcome)
+                progress.done(node, outcome)
         except KeyboardInterrupt:
             raise StudyInterrupted(outcome, len(plan.nodes)) from None
         finally:

@@ -58,6 +58,7 @@ class RayExecutor:
         ray = _ray()
         started = self._connect(ray)
         self._task = ray.remote(max_calls=0)(attempt)  # workers are kept: their model cache too
+        self._largest_memory = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
         try:
             return self._schedule(ray, plan)
         finally:
@@ -89,7 +90,7 @@ class RayExecutor:
                 for ref in done:
                     node, t0 = pending.pop(ref)
                     outcome[node.id] = _collect(ray, ref, node, t0, self.retries)
-                    progress.done(outcome[node.id].status, outcome)
+                    progress.done(node, outcome)
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -109,7 +110,7 @@ class RayExecutor:
             blocked = blocked_by(node, outcome)
             if blocked:
                 outcome[node.id] = skipped(blocked)
-                progress.done("skipped", outcome)
+                progress.done(node, outcome)
                 continue
             args, kwargs = call_args(node, outcome)
             ref = self._remote(ray, node).remote(node, args, kwargs, self.retries, self._threads(node))
@@ -118,27 +119,24 @@ class RayExecutor:
         return still
 
     def _remote(self, ray: Any, node: Node) -> Any:
-        """The node's task with the resources it declares (the [execution] settings win for runs)."""
-        cpus = self.num_cpus if self.num_cpus is not None and node.kind == "run" else node.resources.cpus
-        gpus = self.num_gpus if self.num_gpus is not None and node.kind == "run" else node.resources.gpus
+        """The node's task with the resources it declares (memory capped at the largest node's: an estimate above
+        it would never be scheduled)."""
+        cpus, gpus = self._devices(node)
         options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": self.retries,
                                    "retry_exceptions": False, "name": f"gradiend:{node.id}"}
-        memory = _placeable(ray, node.resources.memory_bytes)
-        if memory:
-            options["memory"] = memory
+        if node.resources.memory_bytes and self._largest_memory:
+            options["memory"] = int(min(node.resources.memory_bytes, self._largest_memory))
         return self._task.options(**options)
 
+    def _devices(self, node: Node) -> tuple[float, float]:
+        """CPUs and GPUs of a node; [execution] num_cpus/num_gpus replace the estimate of nodes on the base model."""
+        on_model = node.model is not None
+        cpus = self.num_cpus if self.num_cpus is not None and on_model else node.resources.cpus
+        gpus = self.num_gpus if self.num_gpus is not None and on_model else node.resources.gpus
+        return cpus, gpus
+
     def _threads(self, node: Node) -> int:
-        cpus = self.num_cpus if self.num_cpus is not None and node.kind == "run" else node.resources.cpus
-        return self.threads if self.threads is not None else max(1, int(cpus))
-
-
-def _placeable(ray: Any, memory: int | None) -> int | None:
-    """The memory to ask for, capped at the largest node's (an estimate above it would never be scheduled)."""
-    if memory is None:
-        return None
-    largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-    return int(min(memory, largest)) if largest else None
+        return self.threads if self.threads is not None else max(1, int(self._devices(node)[0]))
 
 
 def _collect(ray: Any, ref: Any, node: Node, t0: float, retries: int) -> NodeOutcome:
@@ -147,5 +145,4 @@ def _collect(ray: Any, ref: Any, node: Node, t0: float, retries: int) -> NodeOut
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
         error = f"{describe_error(exc).splitlines()[0]} (after {retries + 1} attempt(s); its worker died or was lost)"
-        log.error("%s failed: %s", node.id, error)
         return NodeOutcome("failed", None, error, time.perf_counter() - t0, retries + 1)

@@ -231,7 +231,7 @@ def plan_study(suite: Any, *, force: bool = False, progress: bool = True) -> Stu
     compare = Node("compare", "compare", compare_node,
                    (run_dirs, str(suite.study_dir), f"GRADIEND study: {suite.name}", dict(suite.compare), model),
                    deps=tuple(n.id for n in runs), where=str(suite.study_dir / "comparison"), needs_results=True,
-                   partial=True, min_deps=0, model=model)
+                   partial=True, min_deps=0, model=model, resources=estimate_resources(suite.runs[0].config))
     _check_one_model(suite)
     return StudyPlan((*nodes, *runs, compare))
 
