@@ -33,9 +33,10 @@ def child(result: Path, executor: str, workers: int, args: list[str]) -> None:
     """Run ``gradiend study ARGS --executor EXECUTOR`` in this process; write wall time and peak RSS."""
     start = time.perf_counter()
     if executor == "ray":
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a cluster on 127.0.0.1 only
         import ray
 
-        ray.init(num_cpus=workers, address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(num_cpus=workers, address="local", include_dashboard=False)
     sys.argv = ["gradiend", "study", *args, "--executor", executor]
     from gradiend.cli import main
 

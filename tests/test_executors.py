@@ -8,16 +8,20 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import tomli_w
+from safetensors.torch import load_file
 
 from gradiend import constants as C
 from gradiend.cli import main
+from gradiend.config import ModelConfig
 from gradiend.errors import GradiendError, MissingExtraError
 from gradiend.executors import ExecutionConfig, LocalExecutor, StudyInterrupted, attempt, get_executor
+from gradiend.stages import GradientConfig
 from gradiend.study_plan import Node, StudyPlan, estimate_resources, write_summary
 from gradiend.suite import suite_from_dict
 
@@ -138,11 +142,14 @@ def test_suite_validates_execution_and_runs_declare_memory(tmp_path, tiny_model_
     suite = suite_from_dict(_suite(tiny_model_dir, tmp_path, {"executor": "ray", "retries": 2}))
     assert suite.execution == ExecutionConfig(executor="ray", retries=2)
     resources = estimate_resources(suite.runs[0].config)
-    from transformers import AutoModel
-    n = sum(p.numel() for p in AutoModel.from_pretrained(tiny_model_dir).parameters())
+    n = sum(t.numel() for t in load_file(tiny_model_dir / "model.safetensors").values())  # every stored parameter
     assert (resources.cpus, resources.gpus) == (1.0, 0.0)
-    # weights + gradients (float32) + 2 GRADIENDs of at most the whole model with Adam moments + 1 GiB
-    assert resources.memory_bytes >= 2 * 4 * n + 2 * 6 * 4 * n + (1 << 30)
+    # float32 weights + their gradients, 2 seeds × (3n+1 GRADIEND parameters × 4 for gradient and AdamW) × 5/4
+    # for the best checkpoint, over at most the whole model, + 1 GiB
+    assert resources.memory_bytes == 8 * n + 2 * ((3 * n + 1) * 16 * 5 // 4) + (1 << 30)
+    pruned = estimate_resources(replace(suite.runs[0].config, gradients=GradientConfig(pre_prune_topk=100)))
+    assert pruned.memory_bytes == 8 * n + 2 * ((3 * 100 + 1) * 16 * 5 // 4) + (1 << 30)
+    assert estimate_resources(replace(suite.runs[0].config, model=ModelConfig("some/hub-id"))).memory_bytes is None
 
 
 def test_cli_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, tiny_model_dir, monkeypatch, capsys):

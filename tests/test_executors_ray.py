@@ -18,6 +18,7 @@ from gradiend import constants as C
 from gradiend.executors import StudyInterrupted
 from gradiend.suite import run_suite, suite_from_dict
 
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read at import: the cluster binds to 127.0.0.1
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'gradiend[ray]'); CI installs it")
 
 GERMAN = Path(__file__).parent / "data" / "german_articles.csv"
@@ -27,8 +28,8 @@ FEATURES = ("masc_nom_vs_fem_nom", "masc_nom_vs_neut_nom", "fem_nom_vs_neut_nom"
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray cluster for the module (workers inherit this process's environment: offline, CPU)."""
-    ray.init(num_cpus=2, address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+    ray.init(num_cpus=2, address="local", include_dashboard=False, log_to_driver=False)
+    assert ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
     yield
     ray.shutdown()
 

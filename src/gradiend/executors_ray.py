@@ -16,6 +16,7 @@ Run directories are written by the workers, so the study directory must be on a 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -34,11 +35,18 @@ from gradiend.study_plan import Node, NodeOutcome, StudyPlan
 
 log = logging.getLogger(__name__)
 
-LOCAL_HOST = "127.0.0.1"
 _POLL_SECONDS = 0.5
 
 
-def _ray():
+#: Ray's switch for single-machine clusters: node address 127.0.0.1, every port bound to loopback only
+_LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray(local: bool = False):
+    """Import Ray (the extra's error when missing); for a local cluster, bound to 127.0.0.1 unless set otherwise
+    (the setting is read when Ray is first imported)."""
+    if local:
+        os.environ.setdefault(_LOOPBACK_ONLY, "0")
     return require("ray", "ray", "the ray executor (gradiend study --executor ray)")
 
 
@@ -55,7 +63,7 @@ class RayExecutor:
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
 
     def run(self, plan: StudyPlan) -> dict[str, NodeOutcome]:
-        ray = _ray()
+        ray = _ray(local=self.address is None)
         started = self._connect(ray)
         self._task = ray.remote(max_calls=0)(attempt)  # workers are kept: their model cache too
         self._largest_memory = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
@@ -70,8 +78,8 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         if self.address is None:
-            log.info("starting a local Ray cluster on %s", LOCAL_HOST)
-            ray.init(address="local", include_dashboard=False, _node_ip_address=LOCAL_HOST)
+            log.info("starting a local Ray cluster on 127.0.0.1")
+            ray.init(address="local", include_dashboard=False)
         else:
             log.info("joining the Ray cluster at %s", self.address)
             ray.init(address=self.address)

@@ -170,25 +170,36 @@ def compare_node(run_dirs: Sequence[str], out_dir: str, title: str, compare: Map
 
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_OVERHEAD_BYTES = 1 << 30  # Python, torch and the tokenizer
+_OVERHEAD_BYTES = 1 << 30  # Python, torch, the tokenizer and the data
 
 
 def estimate_resources(config: ExperimentConfig) -> Resources:
-    """What a run node asks for: one GPU when its base model is placed on CUDA, else one CPU, and memory.
+    """What a run node asks for: one GPU when its base model is placed on CUDA, else one CPU, and host memory.
 
-    Memory = the base model's weights and one backward pass's gradients in the run's dtype, plus the GRADIEND of
-    the selection (encoder and decoder, float32, with their two Adam moments) for the seed being trained and the
-    best one kept. The selection is bounded by the whole model (its exact size is known only once the model is
-    loaded); None when the model's size cannot be read without loading it (a hub id).
+    Host memory = the base model's weights, plus one backward pass's gradients when the model is on the CPU, plus
+    the GRADIEND training of every seed (:func:`gradiend.stages.gradiend_memory`) when it trains on the CPU, plus
+    1 GiB. The GRADIEND's input is the selection after pre-pruning, bounded by the whole model (the exact selection
+    is known only once the model is loaded). None when the model's size cannot be read without loading it (a hub
+    id): Ray then places the run by CPUs and GPUs alone.
     """
     on_gpu = str(config.model.device).startswith("cuda")
     n_params = model_parameter_count(config.model.spec)
-    memory = None
-    if n_params is not None:
-        gradiends = min(len(config.train.seeds), 2)
-        memory = (2 * n_params * _DTYPE_BYTES.get(config.model.dtype, 4) + gradiends * 6 * 4 * n_params
-                  + _OVERHEAD_BYTES)
+    if n_params is None:
+        return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
+    from gradiend.stages import gradiend_memory
+
+    weights = n_params * _DTYPE_BYTES.get(config.model.dtype, 4)
+    memory = weights * (1 if on_gpu else 2) + _OVERHEAD_BYTES
+    if not str(config.train.device).startswith("cuda"):
+        memory += gradiend_memory(_pruned(n_params, config.gradients.pre_prune_topk), config.train)
     return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, memory_bytes=memory)
+
+
+def _pruned(n: int, topk: int | float | None) -> int:
+    """The GRADIEND's input size after pre-pruning ``n`` dimensions to ``topk`` (a count or a fraction)."""
+    if topk is None:
+        return n
+    return min(n, int(topk)) if isinstance(topk, int) else max(1, int(n * topk))
 
 
 def model_parameter_count(spec: str) -> int | None:
@@ -201,7 +212,7 @@ def model_parameter_count(spec: str) -> int | None:
         return None
     if path is None or not path.exists():
         return None
-    files = [path] if path.is_file() else [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")]
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
         return None
     return sum(_safetensors_count(f) if f.suffix == ".safetensors" else f.stat().st_size // 4 for f in files)
