@@ -1,7 +1,7 @@
 """A whole study on ``local`` and on ``ray`` (a local Ray cluster with ``--workers`` CPUs): wall time, the driver's
 peak RSS and how many times each worker loaded the base model.
 
-    python benchmarks/study.py                                   # the English pronoun study (14 GRADIENDs)
+    python benchmarks/study.py                                   # the English pronoun study (15 GRADIENDs)
     python benchmarks/study.py --suite src/gradiend/examples/splade-english-suite.toml \\
         --set train.steps=2 --set eval.max_rows=4 --name study_tiny          # a quick check
 
