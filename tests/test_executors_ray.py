@@ -67,8 +67,9 @@ class Killer(threading.Thread):
         while self.killed is None and time.monotonic() < deadline:
             for pid, title in _task_processes("ray::gradiend:run:"):
                 time.sleep(0.5)
-                os.kill(pid, signal.SIGKILL)
-                self.killed = pid, title.removeprefix("ray::gradiend:")
+                if (pid, title) in _task_processes(title):  # still running that task: kill it mid-task
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed = pid, title.removeprefix("ray::gradiend:")
                 break
             time.sleep(0.05)
 

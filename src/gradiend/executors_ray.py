@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from gradiend._optional import require
+from gradiend.errors import GradiendError
 from gradiend.executors import (
     StudyInterrupted,
     StudyProgress,
@@ -82,7 +83,11 @@ class RayExecutor:
             ray.init(address="local", include_dashboard=False)
         else:
             log.info("joining the Ray cluster at %s", self.address)
-            ray.init(address=self.address)
+            try:
+                ray.init(address=self.address)
+            except ConnectionError as exc:
+                raise GradiendError(f"cannot reach a Ray cluster at {self.address!r} ({exc}); start one with "
+                                    "`ray start --head`, or leave out --address to start a local one") from exc
         return True
 
     def _schedule(self, ray: Any, plan: StudyPlan) -> dict[str, NodeOutcome]:
