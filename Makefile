@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[plot,gguf,demo,dev,data]'
+	$(PY) -m pip install --quiet -e '.[plot,gguf,demo,dev,data,ray]'
 	$(VENV)/bin/gradiend assets install
 	# headless browser for tests/test_report_browser.py (CI runs as root on Debian; elsewhere the test skips)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \

@@ -16,6 +16,7 @@ os.environ["MPLBACKEND"] = "Agg"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,16 @@ def _tiny(kind: str, bert_tokenizer, causal_tokenizer, seed: int = 0) -> LoadedM
 def make_tiny(bert_tokenizer, causal_tokenizer) -> Callable[..., LoadedModel]:
     """Factory for a fresh tiny random model: ``make_tiny("bert" | "gpt2" | "llama", seed=0)``."""
     return lambda kind, seed=0: _tiny(kind, bert_tokenizer, causal_tokenizer, seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, make_tiny) -> Path:
+    """A tiny random BERT saved as a model directory (a study's base model, loadable by any process)."""
+    path = tmp_path_factory.mktemp("tiny-bert-study")
+    lm = make_tiny("bert", seed=5)
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,13 @@
 """Executors: run a :class:`~gradiend.study_plan.StudyPlan`, node by node, and report what became of each.
 
 The seam is as small as ``concurrent.futures``: an executor takes a plan and returns ``{node id: NodeOutcome}``.
-A node whose call raises is *failed* with its error (after ``retries`` further attempts); the nodes that depend on
-it are *skipped*; a node marked ``partial`` (the comparison) still runs on the dependencies that finished. So one
-bad feature fails alone and the rest of the study is still compared. Ctrl-C stops at once (the run directories
-stay consistent: every artifact is written atomically and a stage is recorded only when it finished).
+Every executor runs a node through :func:`attempt`: an infrastructure fault (``OSError``, ``MemoryError``: a full
+disk, a dropped network share, an allocation that failed) is retried up to ``retries`` times; any other error is
+the node's own (bad data, a bad setting) and fails it at once, with its error in the study summary. The nodes that
+depend on a failed node are *skipped*; a node marked ``partial`` (the comparison) still runs on the dependencies
+that finished. So one bad feature fails alone and the rest of the study is still compared. Ctrl-C raises
+:class:`StudyInterrupted` (the run directories stay consistent: every artifact is written atomically and a stage is
+recorded only when it finished, so the next run of the study resumes where this one stopped, on any executor).
 
 ``local`` (this module) runs in process, in plan order, without importing Ray. Other executors register a factory
 in :data:`EXECUTORS` (``"ray"`` → :mod:`gradiend.executors_ray`, extra ``ray``).
@@ -14,9 +17,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
+import socket
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
@@ -28,6 +35,72 @@ log = logging.getLogger(__name__)
 
 #: executor name -> "module:factory"; the factory takes the executor's options as keyword arguments
 EXECUTORS: dict[str, str] = {"local": "gradiend.executors:LocalExecutor", "ray": "gradiend.executors_ray:RayExecutor"}
+
+#: errors of the machine, not of the node: worth another attempt
+INFRASTRUCTURE_FAULTS: tuple[type[BaseException], ...] = (OSError, MemoryError)
+#: OSErrors that another attempt cannot fix (a missing or unreadable input is the node's own error)
+_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class StudyInterrupted(Exception):
+    """The study was stopped (Ctrl-C); ``outcome`` holds the nodes that were done by then."""
+
+    def __init__(self, outcome: Mapping[str, NodeOutcome], total: int) -> None:
+        self.outcome = dict(outcome)
+        finished = sum(o.status == "finished" for o in outcome.values())
+        super().__init__(f"study interrupted: {finished} of {total} node(s) finished; run the same command again to "
+                         "resume (finished runs are kept and skipped)")
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How a study runs (``[execution]`` in the suite file; ``gradiend study --executor/--address`` override it).
+
+    ``retries``: further attempts of a node after an infrastructure fault (and, on Ray, after its worker died);
+    ``threads``: torch threads per node (None: the local default; on Ray the node's CPUs) — bit-identical results
+    across executors need the same count on both; ``num_cpus``/``num_gpus``: what each run asks of a Ray node
+    (default: one CPU, and one GPU when the base model is placed on CUDA); ``address``: the Ray cluster to join
+    (``auto`` or ``ray://HOST:PORT``; default: start a local one on 127.0.0.1).
+    """
+
+    executor: str = "local"
+    address: str | None = None
+    retries: int = 0
+    threads: int | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise GradiendError(f"[execution] executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        check_common(self.retries, self.threads)
+        if self.address is not None and not (self.address == "auto" or _ADDRESS.fullmatch(str(self.address))):
+            raise GradiendError(f"[execution] address must be auto or ray://HOST:PORT (or HOST:PORT), got "
+                                f"{self.address!r}")
+        for key, low in (("num_cpus", 0.0), ("num_gpus", 0.0)):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < low
+                                      or (key == "num_cpus" and value == 0)):
+                raise GradiendError(f"[execution] {key} must be a number > 0 (num_gpus may be 0), got {value!r}")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ExecutionConfig:
+        """Build from the suite file's ``[execution]`` table (unknown keys are an error naming the known ones)."""
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in raw if k not in known]
+        if unknown:
+            raise GradiendError(f"unknown key(s) {unknown} in [execution]; known: {', '.join(known)}")
+        return cls(**raw)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of this config's executor (``local`` takes only retries and threads)."""
+        options: dict[str, Any] = {"retries": self.retries, "threads": self.threads}
+        if self.executor != "local":
+            options.update(address=self.address, num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        return options
+
+
+_ADDRESS = re.compile(r"(ray://)?[\w.\-]+:\d+")
 
 
 class Executor(Protocol):
@@ -46,12 +119,24 @@ def get_executor(name: str, **options: Any) -> Executor:
         raise GradiendError(f"executor {name!r}: {exc}; check [execution] in the suite file") from exc
 
 
+def check_common(retries: int, threads: int | None) -> None:
+    """Validate the options every executor takes."""
+    if not isinstance(retries, int) or retries < 0:
+        raise GradiendError(f"retries must be an integer ≥ 0, got {retries!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise GradiendError(f"threads must be an integer ≥ 1 (torch threads per task), got {threads!r}")
+
+
 def blocked_by(node: Node, outcome: Mapping[str, NodeOutcome]) -> list[str]:
     """The dependencies that keep ``node`` from running (all of them must have finished, unless partial)."""
     failed = [d for d in node.deps if outcome[d].status != "finished"]
     if node.partial and len(node.deps) - len(failed) >= node.min_deps:
         return []
     return failed
+
+
+def skipped(blocked: list[str]) -> NodeOutcome:
+    return NodeOutcome("skipped", error=f"dependencies did not finish: {', '.join(blocked)}")
 
 
 def call_args(node: Node, outcome: Mapping[str, NodeOutcome]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -70,45 +155,101 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-class LocalExecutor:
-    """In-process, one node after the other, in plan order; ``retries`` more attempts for a failing node."""
+def is_infrastructure_fault(exc: BaseException) -> bool:
+    return isinstance(exc, INFRASTRUCTURE_FAULTS) and not isinstance(exc, _PERMANENT_OS_ERRORS)
 
-    def __init__(self, retries: int = 0) -> None:
-        if retries < 0:
-            raise GradiendError(f"retries must be ≥ 0, got {retries}")
-        self.retries = retries
+
+def worker_id() -> str:
+    """``host:pid`` of the process running a node (the unit of base-model reuse)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def attempt(node: Node, args: tuple[Any, ...], kwargs: dict[str, Any], retries: int = 0,
+            threads: int | None = None) -> NodeOutcome:
+    """Run ``node``; retry infrastructure faults up to ``retries`` times, fail on any other error at once.
+
+    ``threads`` fixes torch's intra-op threads for the call: the same count on every executor gives the same
+    floating-point reductions, hence bit-identical GRADIENDs. The outcome names the process that ran the node and
+    the base-model loads it has made so far.
+    """
+    from gradiend.study_plan import MODEL_LOADS
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    for n in range(1, retries + 2):
+        try:
+            result = node.fn(*args, **kwargs)
+        except Exception as exc:  # a fault boundary: one node's failure must not end the study
+            error = describe_error(exc)
+            again = is_infrastructure_fault(exc) and n <= retries
+            log.error("%s failed (attempt %d of %d%s): %s", node.id, n, retries + 1,
+                      ", retrying" if again else "", error)
+            if again:
+                continue
+            return NodeOutcome("failed", None, error, time.perf_counter() - t0, n, worker_id(), dict(MODEL_LOADS))
+        return NodeOutcome("finished", result, None, time.perf_counter() - t0, n, worker_id(), dict(MODEL_LOADS))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def log_outcome(node: Node, outcome: NodeOutcome) -> None:
+    """The one log line of a finished node: its status, time, worker and where its artifacts are."""
+    if outcome.status == "finished":
+        log.info("%s finished in %.1f s (%s): %s", node.id, outcome.seconds, outcome.worker or "?", node.where)
+    elif outcome.status == "failed":
+        log.error("%s failed after %d attempt(s): %s", node.id, outcome.attempts, outcome.error)
+
+
+class StudyProgress:
+    """One progress display across a study's nodes: running, finished, failed and skipped."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, desc="study", unit="node")
+        self.running = 0
+
+    def started(self, outcome: Mapping[str, NodeOutcome]) -> None:
+        self.running += 1
+        self.bar.set_postfix_str(f"running {self.running} · {progress_line(outcome)}")
+
+    def done(self, node: Node, outcome: Mapping[str, NodeOutcome]) -> None:
+        status = outcome[node.id].status
+        log_outcome(node, outcome[node.id])
+        self.running -= status != "skipped"
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"running {self.running} · {progress_line(outcome)}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class LocalExecutor:
+    """In-process, one node after the other, in plan order; ``retries`` more attempts on infrastructure faults."""
+
+    def __init__(self, retries: int = 0, threads: int | None = None) -> None:
+        check_common(retries, threads)
+        self.retries, self.threads = retries, threads
 
     def run(self, plan: StudyPlan) -> dict[str, NodeOutcome]:
         outcome: dict[str, NodeOutcome] = {}
-        bar = tqdm(total=len(plan.nodes), desc="study", unit="node")
-        for node in plan.nodes:
-            blocked = blocked_by(node, outcome)
-            if blocked:
-                outcome[node.id] = NodeOutcome("skipped", error=f"dependencies did not finish: {', '.join(blocked)}")
-            else:
-                outcome[node.id] = self._attempts(node, *call_args(node, outcome))
-            bar.update(1)
-            bar.set_postfix_str(progress_line(outcome))
-        bar.close()
+        progress = StudyProgress(len(plan.nodes))
+        try:
+            for node in plan.nodes:
+                blocked = blocked_by(node, outcome)
+                if not blocked:
+                    progress.started(outcome)
+                outcome[node.id] = skipped(blocked) if blocked else attempt(
+                    node, *call_args(node, outcome), self.retries, self.threads)
+                progress.done(node, outcome)
+        except KeyboardInterrupt:
+            raise StudyInterrupted(outcome, len(plan.nodes)) from None
+        finally:
+            progress.close()
         return outcome
-
-    def _attempts(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeOutcome:
-        t0 = time.perf_counter()
-        error = ""
-        for attempt in range(1, self.retries + 2):
-            try:
-                result = node.fn(*args, **kwargs)
-            except Exception as exc:  # a fault boundary: one node's failure must not end the study
-                error = describe_error(exc)
-                log.error("%s failed (attempt %d of %d): %s", node.id, attempt, self.retries + 1, error)
-                continue
-            log.info("%s finished in %.1f s: %s", node.id, time.perf_counter() - t0, node.where)
-            return NodeOutcome("finished", result, None, time.perf_counter() - t0, attempt)
-        return NodeOutcome("failed", None, error, time.perf_counter() - t0, self.retries + 1)
 
 
 def progress_line(outcome: Mapping[str, NodeOutcome]) -> str:
     """``finished 5 · failed 1 · skipped 0`` for a progress display."""
     counts = {s: sum(o.status == s for o in outcome.values()) for s in ("finished", "failed", "skipped")}
     return " · ".join(f"{k} {v}" for k, v in counts.items())
-

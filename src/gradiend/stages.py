@@ -179,11 +179,15 @@ class _Passes:
         return self._make(self._passes - 1)
 
 
+def gradiend_memory(input_dim: int, train: TrainConfig) -> int:
+    """Bytes of training: every seed's GRADIEND with gradient, AdamW state and best checkpoint (seeds side by side)."""
+    return memory_estimate(input_dim, train.latent_dim, train.torch_dtype) * 5 // 4 * len(train.seeds)
+
+
 def check_memory(input_dim: int, train: TrainConfig) -> int:
     """Log the GRADIEND memory estimate (3n+1 parameters, AdamW state, best copies) and refuse what cannot fit."""
     n_seeds = len(train.seeds)
-    per_seed = memory_estimate(input_dim, train.latent_dim, train.torch_dtype) * 5 // 4  # + best checkpoint
-    need = per_seed * n_seeds
+    need = gradiend_memory(input_dim, train)
     log.info("GRADIEND memory: %.1f MB for %d seed(s) over %d input dimensions", need / 2**20, n_seeds, input_dim)
     free = _available_memory()
     if train.device == "cpu" and free is not None and need > 0.9 * free:

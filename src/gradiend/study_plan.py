@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -93,6 +93,8 @@ class NodeOutcome:
     error: str | None = None
     seconds: float = 0.0
     attempts: int = 0
+    worker: str = ""  # host:pid of the process that ran it
+    model_loads: dict[str, int] = field(default_factory=dict)  # base-model loads of that process so far
 
 
 # --- the node functions (plain, picklable, executor-agnostic) --------------------------------------------------
@@ -167,10 +169,62 @@ def compare_node(run_dirs: Sequence[str], out_dir: str, title: str, compare: Map
 # --- planning ------------------------------------------------------------------------------------------------
 
 
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_OVERHEAD_BYTES = 1 << 30  # Python, torch, the tokenizer and the data
+
+
 def estimate_resources(config: ExperimentConfig) -> Resources:
-    """What a run node asks for: one GPU when its base model is placed on CUDA, else one CPU."""
+    """What a run node asks for: one GPU when its base model is placed on CUDA, else one CPU, and host memory.
+
+    Host memory = the base model's weights, plus one backward pass's gradients when the model is on the CPU, plus
+    the GRADIEND training of every seed (:func:`gradiend.stages.gradiend_memory`) when it trains on the CPU, plus
+    1 GiB. The GRADIEND's input is the selection after pre-pruning, bounded by the whole model (the exact selection
+    is known only once the model is loaded). None when the model's size cannot be read without loading it (a hub
+    id): Ray then places the run by CPUs and GPUs alone.
+    """
     on_gpu = str(config.model.device).startswith("cuda")
-    return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
+    n_params = model_parameter_count(config.model.spec)
+    if n_params is None:
+        return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
+    from gradiend.stages import gradiend_memory
+
+    weights = n_params * _DTYPE_BYTES.get(config.model.dtype, 4)
+    memory = weights * (1 if on_gpu else 2) + _OVERHEAD_BYTES
+    if not str(config.train.device).startswith("cuda"):
+        memory += gradiend_memory(_pruned(n_params, config.gradients.pre_prune_topk), config.train)
+    return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, memory_bytes=memory)
+
+
+def _pruned(n: int, topk: int | float | None) -> int:
+    """The GRADIEND's input size after pre-pruning ``n`` dimensions to ``topk`` (a count or a fraction)."""
+    if topk is None:
+        return n
+    return min(n, int(topk)) if isinstance(topk, int) else max(1, int(n * topk))
+
+
+def model_parameter_count(spec: str) -> int | None:
+    """Parameters of a local model (safetensors headers; other weight files by size at 4 bytes a parameter)."""
+    from gradiend import assets
+
+    try:
+        path = assets.package_path(assets.get_asset(spec)) if assets.is_offline_name(spec) else Path(spec)
+    except GradiendError:
+        return None
+    if path is None or not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files:
+        return None
+    return sum(_safetensors_count(f) if f.suffix == ".safetensors" else f.stat().st_size // 4 for f in files)
+
+
+def _safetensors_count(path: Path) -> int:
+    import json
+    import math
+
+    with path.open("rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 
 def plan_study(suite: Any, *, force: bool = False, progress: bool = True) -> StudyPlan:
@@ -188,7 +242,7 @@ def plan_study(suite: Any, *, force: bool = False, progress: bool = True) -> Stu
     compare = Node("compare", "compare", compare_node,
                    (run_dirs, str(suite.study_dir), f"GRADIEND study: {suite.name}", dict(suite.compare), model),
                    deps=tuple(n.id for n in runs), where=str(suite.study_dir / "comparison"), needs_results=True,
-                   partial=True, min_deps=0, model=model)
+                   partial=True, min_deps=0, model=model, resources=estimate_resources(suite.runs[0].config))
     _check_one_model(suite)
     return StudyPlan((*nodes, *runs, compare))
 
@@ -200,14 +254,39 @@ def _check_one_model(suite: Any) -> None:
 
 
 def write_summary(suite: Any, plan: StudyPlan, outcome: Mapping[str, NodeOutcome]) -> Path:
-    """``<study>/study.json``: every node's status, time, error and where its artifacts are."""
-    nodes = {n.id: {"kind": n.kind, "where": n.where, "status": outcome[n.id].status,
-                    "seconds": round(outcome[n.id].seconds, 2), "attempts": outcome[n.id].attempts,
-                    "error": outcome[n.id].error} for n in plan.nodes}
+    """``<study>/study.json``: every node's status, time, error, where its artifacts are, and base-model loads.
+
+    A node without an outcome (the study was interrupted) is ``interrupted``. ``model_loads_per_worker`` counts the
+    loads of each base model by each process that ran nodes (at most one each when models are reused);
+    ``model_loads`` is their sum.
+    """
+    nodes = {n.id: _node_summary(n, outcome.get(n.id, NodeOutcome("interrupted"))) for n in plan.nodes}
     failed = [k for k, v in nodes.items() if v["status"] != "finished"]
+    per_worker = model_loads_per_worker(outcome.values())
+    total: dict[str, int] = {}
+    for loads in per_worker.values():
+        for spec, n in loads.items():
+            total[spec] = total.get(spec, 0) + n
     path = suite.study_dir / SUMMARY_FILE
-    write_json(path, {"name": suite.name, "nodes": nodes, "failed": failed, "model_loads": dict(MODEL_LOADS)})
+    write_json(path, {"name": suite.name, "nodes": nodes, "failed": failed, "model_loads": total,
+                      "model_loads_per_worker": per_worker})
     if failed:
         log.warning("study %s: %d node(s) did not finish: %s (errors in %s)", suite.name, len(failed),
                     ", ".join(failed), path)
     return path
+
+
+def _node_summary(node: Node, outcome: NodeOutcome) -> dict[str, Any]:
+    return {"kind": node.kind, "where": node.where, "status": outcome.status, "seconds": round(outcome.seconds, 2),
+            "attempts": outcome.attempts, "worker": outcome.worker, "error": outcome.error}
+
+
+def model_loads_per_worker(outcomes: Iterable[NodeOutcome]) -> dict[str, dict[str, int]]:
+    """Each worker's latest count of base-model loads (the counts only grow within a process)."""
+    per_worker: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        if o.worker:
+            seen = per_worker.setdefault(o.worker, {})
+            for spec, n in o.model_loads.items():
+                seen[spec] = max(seen.get(spec, 0), n)
+    return per_worker

@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from gradiend.config import (
 )
 from gradiend.designs import FeatureSpec, expand
 from gradiend.errors import GradiendError
+from gradiend.executors import ExecutionConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,7 +89,7 @@ class Suite:
     datasets: Mapping[str, DataSection]
     runs: tuple[SuiteRun, ...]
     compare: Mapping[str, Any] = field(default_factory=dict)
-    execution: Mapping[str, Any] = field(default_factory=dict)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     @property
     def study_dir(self) -> Path:
@@ -125,7 +126,8 @@ def suite_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), outpu
     if not datasets:
         raise GradiendError("the suite declares no data set: add [datasets.<name>.classes]")
     runs = _runs(raw, base, datasets, study_dir, overrides)
-    return Suite(name, out, datasets, runs, dict(raw.get("compare", {})), dict(raw.get("execution", {})))
+    execution = ExecutionConfig.from_dict(_table(raw, "execution"))
+    return Suite(name, out, datasets, runs, dict(raw.get("compare", {})), execution)
 
 
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -257,19 +259,25 @@ def load_suite(path: str | Path, overrides: Sequence[str] = (), output_dir: str 
     return suite_from_dict(raw, overrides, output_dir)
 
 
-def run_suite(suite: Suite, *, force: bool = False, progress: bool = True, executor: str | None = None,
-              **executor_options: Any) -> Path:
+def run_suite(suite: Suite, *, force: bool = False, progress: bool = True, **execution: Any) -> Path:
     """Create the data sets, train and evaluate every feature, compare them; returns the study directory.
 
     The study is planned as a graph of stages (:mod:`gradiend.study_plan`) and run by an executor: ``"local"``
-    (in process, the default) or any registered one (``[execution] executor`` in the suite file).
+    (in process, the default) or ``"ray"``, as the suite's ``[execution]`` says; keyword arguments (``executor=``,
+    ``address=``, ``retries=``, ...; None keeps the suite's value) override it. ``<study>/study.json`` records what
+    became of every node, also when the study is interrupted (:class:`~gradiend.executors.StudyInterrupted`).
     """
-    from gradiend.executors import get_executor
+    from gradiend.executors import StudyInterrupted, get_executor
     from gradiend.study_plan import plan_study, write_summary
 
+    config = ExecutionConfig.from_dict({**asdict(suite.execution),
+                                        **{k: v for k, v in execution.items() if v is not None}})
     plan = plan_study(suite, force=force, progress=progress)
-    options = {**{k: v for k, v in suite.execution.items() if k != "executor"}, **executor_options}
-    name = executor or suite.execution.get("executor", "local")
-    outcome = get_executor(name, **options).run(plan)
+    executor = get_executor(config.executor, **config.options())
+    try:
+        outcome = executor.run(plan)
+    except StudyInterrupted as exc:
+        write_summary(suite, plan, exc.outcome)
+        raise
     write_summary(suite, plan, outcome)
     return suite.study_dir
