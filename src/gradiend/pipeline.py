@@ -39,7 +39,7 @@ from gradiend.tasks import Task
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "train", "encoder", "decoder", "rewrite", "report")
+STAGES = C.STAGES
 STAGES_FILE = C.STAGES_FILE
 TIMINGS_FILE = C.TIMINGS_FILE
 # which config fingerprint (gradiend.config.STAGE_SECTIONS) each pipeline stage depends on
