@@ -106,12 +106,12 @@ def test_report_numbers_match_metric_files(finished_run):
 
 
 def test_the_run_writes_model_cards_with_its_figures(finished_run):
-    from gradiend.cards import fmt, fmt_ci
+    from gradiend.export import Stat, fmt
 
     d = finished_run[1].run_dir
     enc = json.loads((d / "metrics/encoder.json").read_text())
     card = (d / "gradiend/README.md").read_text()
-    assert card.startswith("---\nlibrary_name: gradiend\n") and f"| Pearson r | {fmt_ci(enc['pearson'])} |" in card
+    assert card.startswith("---\nlibrary_name: gradiend\n") and f"| Pearson r | {Stat.of(enc['pearson'])} |" in card
     assert "| `3SG` | he, she |" in card and "`offline:wiki-en`" in card and "## Selected rewrites" in card
     rewritten = (d / "rewritten/3SG/README.md").read_text()
     assert f"h = {fmt(1.0)}, α = {fmt(1.0)}" in rewritten  # the fixed policy's (h, α)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gradiend import constants as C
+from gradiend.export import Stat, Table, cell_text, decoder_table, encoder_table, fmt, markdown_table
 from gradiend.io import read_json, write_with
 
 CARD_FILE = "README.md"
@@ -33,9 +34,6 @@ The `gradiend` package: arXiv [2602.23993](https://arxiv.org/abs/2602.23993)."""
 KNOWN_BASE_MODELS: dict[str, tuple[str, str]] = {
     "offline:smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
 }
-ENCODER_METRICS = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("accuracy_binary", "accuracy (binary)"),
-                   ("accuracy_ternary", "accuracy (ternary, with neutral)"), ("cohens_d", "Cohen's d"),
-                   ("auroc", "AUROC"))
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -94,20 +92,6 @@ class RunFacts:
 # --- formatting --------------------------------------------------------------------------------------
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    """A figure as the cards and tables print it: ``digits`` significant digits, '–' for none."""
-    return "–" if value is None else f"{float(value):.{digits}g}"
-
-
-def fmt_ci(stat: Mapping[str, Any] | None, digits: int = 4) -> str:
-    """``value [low, high]`` of a ``{"value", "ci"}`` statistic."""
-    if not stat:
-        return "–"
-    low, high = (list(stat.get("ci") or []) + [None, None])[:2]
-    interval = f" [{fmt(low, digits)}, {fmt(high, digits)}]" if low is not None and high is not None else ""
-    return f"{fmt(stat.get('value'), digits)}{interval}"
-
-
 def _yaml(meta: Mapping[str, Any]) -> str:
     lines = ["---"]
     for key, value in meta.items():
@@ -116,16 +100,6 @@ def _yaml(meta: Mapping[str, Any]) -> str:
         elif value:
             lines.append(f"{key}: {value}")
     return "\n".join([*lines, "---", ""])
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [_row(header), "|" + "---|" * len(header)]
-    return "\n".join(lines + [_row(r) for r in rows])
-
-
-def _row(cells: list[str]) -> str:
-    """One Markdown table row; a ``|`` inside a cell is escaped so it stays in its cell."""
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 # --- sections ----------------------------------------------------------------------------------------
@@ -145,7 +119,7 @@ def _feature_section(f: RunFacts) -> str:
     task = f.config.get("task") or {}
     positive, negative = (f.config.get("classes") or [None, None])[:2]
     rows = [[f"`{c}`", ", ".join(words) or "–", _role(c, positive, negative, task)] for c, words in f.classes.items()]
-    return "## Feature\n\n" + _table(["class", "target words", "role"], rows)
+    return "## Feature\n\n" + markdown_table(["class", "target words", "role"], rows)
 
 
 def _role(cid: str, positive: str | None, negative: str | None, task: Mapping[str, Any]) -> str:
@@ -168,7 +142,7 @@ def _data_section(f: RunFacts) -> str:
             for c, n in counts.items()]
     where = source.get("source") or source.get("table") or "–"
     return (f"## Data\n\n- **Source:** `{where}`\n\nRows per class and split (one row per masked target "
-            f"occurrence):\n\n" + _table(["class", *splits, "total"], rows))
+            f"occurrence):\n\n" + markdown_table(["class", *splits, "total"], rows))
 
 
 def _training_section(f: RunFacts) -> str:
@@ -187,30 +161,18 @@ def _training_section(f: RunFacts) -> str:
         ("validation correlation", fmt(training.get("correlation"))),
         ("post-pruning", f"top {prune['topk']} → {prune.get('input_dim')} dims" if prune else "none"),
     ]
-    return "## Training\n\n" + _table(["setting", "value"], [[k, str(v)] for k, v in items])
+    return "## Training\n\n" + markdown_table(["setting", "value"], [[k, str(v)] for k, v in items])
 
 
 def _encoder_section(f: RunFacts) -> str:
     if not f.encoder:
         return ""
-    rows = [[label, fmt_ci(f.encoder.get(key))] for key, label in ENCODER_METRICS if f.encoder.get(key)]
     return (f"## Encoder evaluation\n\nOn the {f.encoder.get('split', 'test')} split ({f.encoder.get('n_rows', '?')} "
-            "rows), value with 95 % bootstrap interval:\n\n" + _table(["metric", "value [95 % CI]"], rows))
+            "rows), value with 95 % bootstrap interval:\n\n" + _markdown(encoder_table(f.encoder)))
 
 
-def selection_rows(decoder: Mapping[str, Any]) -> list[list[str]]:
-    """One row per decoder selection: key, h, α, metric, base → value, shift [CI], LMS ratio [CI], useful."""
-    rows = []
-    for key, e in (decoder.get("selected") or {}).items():
-        ratio = {"value": e.get("lms_ratio"), "ci": e.get("lms_ratio_ci")}
-        rows.append([key, fmt(e.get("h")), fmt(e.get("alpha")), str(e.get("metric", "")),
-                     f"{fmt(e.get('base_value'))} → {fmt(e.get('value'))}", fmt_ci(e.get("shift")), fmt_ci(ratio),
-                     "yes" if e.get("useful") else "no"])
-    return rows
-
-
-SELECTION_HEADER = ["rewrite", "h", "α", "metric", "base → rewritten", "shift [95 % CI]", "LMS ratio [95 % CI]",
-                    "useful"]
+def _markdown(table: Table) -> str:
+    return markdown_table(list(table.header), [[cell_text(cell) for cell in row] for row in table.rows])
 
 
 def _decoder_section(f: RunFacts) -> str:
@@ -221,7 +183,7 @@ def _decoder_section(f: RunFacts) -> str:
     return ("## Selected rewrites\n\nθ' = θ + α · dec(h) on the selected parameters; the decoder grid picks, per "
             f"rewrite, the strongest cell under the {policy.get('name', 'selection')} policy{floor}. LMS = "
             f"{f.decoder.get('lms_definition', 'language-modelling score')}.\n\n"
-            + _table(SELECTION_HEADER, selection_rows(f.decoder)))
+            + _markdown(decoder_table(f.decoder)))
 
 
 def _usage_gradiend(repo: str, f: RunFacts) -> str:
@@ -295,9 +257,10 @@ def _measured(rw: Mapping[str, Any], selected: Mapping[str, Any]) -> Mapping[str
 def _effect(entry: Mapping[str, Any]) -> str:
     if not entry:
         return "- **Effect:** not evaluated (a fixed (h, α) rewrite; run the decoder evaluation to measure it)."
-    ratio = {"value": entry.get("lms_ratio"), "ci": entry.get("lms_ratio_ci")}
+    ratio = Stat.of(entry.get("lms_ratio"), entry.get("lms_ratio_ci"))
     return (f"- **Effect:** {entry.get('metric', 'target probability')} {fmt(entry.get('base_value'))} → "
-            f"{fmt(entry.get('value'))} (shift {fmt_ci(entry.get('shift'))}, 95 % CI); LMS ratio {fmt_ci(ratio)}"
+            f"{fmt(entry.get('value'))} (shift {Stat.of(entry.get('shift'))}, 95 % CI); "
+            f"LMS ratio {ratio}"
             f"{'' if entry.get('useful', True) else ' — not called useful: ' + str(entry.get('reason', ''))}.")
 
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "data": "gradiend.cli.data_cmd:data",
     "push": "gradiend.cli.hub_cmd:push",
     "apply": "gradiend.cli.hub_cmd:apply",
+    "export": "gradiend.cli.export_cmd:export_command",
 }
 
 
