@@ -36,6 +36,7 @@ def carded_run(tmp_path_factory, make_tiny) -> Path:
     lm = load_model(base)
     run = make_run(root)
     _plant(run)
+    (run / C.CONFIG_FILE).write_text((run / C.CONFIG_FILE).read_text() + "[gradients]\nrows_per_gradient = 4\n")
     selection = select_parameters(lm.model, ["bert.encoder.layer.1.output.*"])
     meta = GradiendMeta(selection=selection, base_model=str(base), model_family="masked", classes=("3SG", "3PL"),
                         directions=canonical_directions(("3SG", "3PL")), training=TRAINING)
@@ -68,11 +69,11 @@ def test_the_gradiend_card_names_every_figure(carded_run: Path) -> None:
         "| `3SG` | he, she, it |", "| `3PL` | they |",  # classes and target words
         "`offline:wiki-en`", *(f"| `{c}` | {n['train']} | {n['validation']} | {n['test']} |"
                                for c, n in DATA_COUNTS.items()),  # data source and sizes
-        "| learning rate | 0.0001 |", "| steps | 500 |", "| seeds | 0, 1 |", "| validation correlation | 0.9312 |",
+        "| rows per gradient | 4 |", "| learning rate | 0.0001 |", "| steps | 500 |", "| seeds | 0, 1 |", "| validation correlation | 0.9312 |",
         "| Pearson r | 0.8734 [0.8511, 0.8921] |", "| Cohen's d | 5.1 [4.6, 5.6] |",  # encoder with intervals
         r"| 3SG | 1 | 1 | P(3SG words \| other rows) | 0.1 | 0.35 | 0.3125 [0.2901, 0.3352] | 0.996 [0.9931, 0.9987] | yes |",
         "| 3PL | -1 | 0.1 |", "LMS ≥ 0.99 × base LMS",  # the selected (h, α), shift and LMS ratio
-        "Gradiend.from_pretrained(", "gradiend.load_model(",  # how to load it
+        "Gradiend.from_pretrained(", "gradiend.load_model(", "gradiend apply --gradiend",  # how to load it
         "arXiv:2502.01406", "2602.23993",  # citation
     ]
     missing = [r for r in required if r not in card]

@@ -100,14 +100,14 @@ def test_same_architecture_other_weights_is_accepted(make_tiny, bert) -> None:
 
 
 def test_offline_and_not_cached_is_one_clear_error(hub) -> None:
-    with pytest.raises(GradiendError, match=r"'org/missing' is not in the local Hub cache .* HF_HUB_OFFLINE=1"):
+    with pytest.raises(GradiendError, match=r"Hub repository 'org/missing' is not in the local Hub cache .* HF_HUB_OFFLINE=1"):
         Gradiend.from_pretrained("org/missing")
     assert hub.refused == []  # offline: not even the stub was asked
 
 
 def test_repository_not_found_is_one_clear_error(hub, monkeypatch) -> None:
     online(monkeypatch)
-    with pytest.raises(GradiendError, match=r"'org/missing' not found .*HF_TOKEN"):
+    with pytest.raises(GradiendError, match=r"Hub repository 'org/missing' not found .*HF_TOKEN"):
         Gradiend.from_pretrained("org/missing")
     assert hub.refused and all(u.startswith("https://huggingface.co/") for u in hub.refused)
 

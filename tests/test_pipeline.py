@@ -181,6 +181,7 @@ def test_cli_evaluate_and_rewrite_on_a_run(finished_run, tmp_path):
     out = runner.invoke(cli, ["rewrite", str(result.run_dir), "--h", "1", "--alpha", "0.5", "--out", str(target)])
     assert out.exit_code == 0, out.output
     assert json.loads((target / "gradiend_rewrite.json").read_text())["alpha"] == 0.5
+    assert "with h = 1, α = 0.5 on" in (target / "README.md").read_text()  # its model card
 
 
 def test_cli_rewrite_needs_a_choice(finished_run):

@@ -44,6 +44,12 @@ def _json(path: Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
+def _toml(path: Path) -> dict[str, Any]:
+    from gradiend.config import tomllib
+
+    return tomllib.loads(path.read_text()) if path.is_file() else {}
+
+
 def base_model_facts(spec: str) -> tuple[str | None, str | None]:
     """(Hub id, licence) of a base model spec: known assets, a Hub id's cached card, a local dir's README.md."""
     if spec in KNOWN_BASE_MODELS:
@@ -79,6 +85,7 @@ class RunFacts:
         self.data = _json(run / C.DATA_DIR / C.DATA_META_FILE)
         self.encoder = _json(run / C.METRICS_DIR / C.ENCODER_METRICS_FILE)
         self.decoder = _json(run / C.METRICS_DIR / C.DECODER_METRICS_FILE)
+        self.gradients = _toml(run / C.CONFIG_FILE).get("gradients") or {}
         self.base = str(self.config.get("base_model", ""))
         self.hub_id, self.licence = base_model_facts(self.base)
 
@@ -155,6 +162,8 @@ def _training_section(f: RunFacts) -> str:
         ("gradient source → target", f"{f.config.get('source')} → {f.config.get('target')}"),
         ("selected base-model parameters", f"{len(params)} tensors, {fmt(arch.get('input_dim'), 12)} input dimensions"),
         ("encoder / decoder activation", f"{arch.get('activation_encoder')} / {arch.get('activation_decoder')}"),
+        ("rows per gradient", fmt(f.gradients.get("rows_per_gradient"), 12)),
+        ("pre-pruning", f"top {f.gradients['pre_prune_topk']}" if "pre_prune_topk" in f.gradients else "none"),
         ("learning rate", fmt(cfg.get("lr"))), ("steps", fmt(cfg.get("steps"), 12)),
         ("seeds", ", ".join(str(s) for s in cfg.get("seeds", [])) or "–"),
         ("best seed / step", f"{training.get('seed', '–')} / {training.get('best_step', '–')}"),
@@ -194,7 +203,8 @@ def _usage_gradiend(repo: str, f: RunFacts) -> str:
             f'h = g.strengthen_h("{positive}")  # feature factor that strengthens {positive}\n'
             "with gradiend.edited(lm, g, h, alpha=0.1) as model:  # θ + α·dec(h), restored afterwards\n"
             "    ...\n```\n\n"
-            f"Or from the command line: `gradiend rewrite RUN --gradiend {repo} --h 1 --alpha 0.1`.")
+            "Or from the command line (writes a Hugging Face model directory with its card):\n\n"
+            f"```bash\ngradiend apply --gradiend {repo} --strengthen {positive} --alpha 0.1 --out rewritten\n```")
 
 
 # --- cards -------------------------------------------------------------------------------------------

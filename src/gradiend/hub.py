@@ -42,7 +42,8 @@ def resolve(spec: str | Path, revision: str | None = None, token: str | bool | N
         raise GradiendError(f"Hub repository {repo_id!r} has no revision {revision!r}") from exc
     except errors.RepositoryNotFoundError as exc:
         raise GradiendError(
-            f"Hub repository {repo_id!r} not found (or private: log in with `hf auth login` or set HF_TOKEN)"
+            f"{repo_id!r} is no local directory and Hub repository {repo_id!r} not found (or private: log in "
+            "with `hf auth login` or set HF_TOKEN)"
         ) from exc
     except errors.LocalEntryNotFoundError as exc:
         raise GradiendError(_not_cached(repo_id, revision)) from exc
@@ -53,9 +54,10 @@ def _not_cached(repo_id: str, revision: str | None) -> str:
 
     at = f" at revision {revision!r}" if revision else ""
     if constants.HF_HUB_OFFLINE:
-        return (f"Hub repository {repo_id!r}{at} is not in the local Hub cache ({constants.HF_HUB_CACHE}) and "
+        return (f"{repo_id!r} is no local directory and Hub repository {repo_id!r}{at} is not in the local Hub cache ({constants.HF_HUB_CACHE}) and "
                 "HF_HUB_OFFLINE=1: download it once online, or pass a local directory")
-    return f"Hub repository {repo_id!r}{at} could not be downloaded and is not cached: check the connection"
+    return (f"{repo_id!r} is no local directory and Hub repository {repo_id!r}{at} could not be downloaded and "
+            "is not cached: check the connection")
 
 
 def require_token(token: str | None) -> str:
