@@ -52,12 +52,12 @@ def resolve(spec: str | Path, revision: str | None = None, token: str | bool | N
 def _not_cached(repo_id: str, revision: str | None) -> str:
     from huggingface_hub import constants
 
+    what = f"{repo_id!r} is no local directory and Hub repository {repo_id!r}"
     at = f" at revision {revision!r}" if revision else ""
     if constants.HF_HUB_OFFLINE:
-        return (f"{repo_id!r} is no local directory and Hub repository {repo_id!r}{at} is not in the local Hub cache ({constants.HF_HUB_CACHE}) and "
-                "HF_HUB_OFFLINE=1: download it once online, or pass a local directory")
-    return (f"{repo_id!r} is no local directory and Hub repository {repo_id!r}{at} could not be downloaded and "
-            "is not cached: check the connection")
+        return (f"{what}{at} is not in the local Hub cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1: "
+                "download it once online, or pass a local directory")
+    return f"{what}{at} could not be downloaded and is not cached: check the connection"
 
 
 def require_token(token: str | None) -> str:
