@@ -105,6 +105,18 @@ def test_report_numbers_match_metric_files(finished_run):
     assert [e["step"] for e in log if e["phase"] == "post-prune"] == [4, 6]
 
 
+def test_the_run_writes_model_cards_with_its_figures(finished_run):
+    from gradiend.export import Stat, fmt
+
+    d = finished_run[1].run_dir
+    enc = json.loads((d / "metrics/encoder.json").read_text())
+    card = (d / "gradiend/README.md").read_text()
+    assert card.startswith("---\nlibrary_name: gradiend\n") and f"| Pearson r | {Stat.of(enc['pearson'])} |" in card
+    assert "| `3SG` | he, she |" in card and "`offline:wiki-en`" in card and "## Selected rewrites" in card
+    rewritten = (d / "rewritten/3SG/README.md").read_text()
+    assert f"h = {fmt(1.0)}, α = {fmt(1.0)}" in rewritten  # the fixed policy's (h, α)
+
+
 def test_fixed_rewrite_adds_alpha_times_decoder_output(finished_run):
     from transformers import AutoModelForMaskedLM
 
@@ -169,6 +181,7 @@ def test_cli_evaluate_and_rewrite_on_a_run(finished_run, tmp_path):
     out = runner.invoke(cli, ["rewrite", str(result.run_dir), "--h", "1", "--alpha", "0.5", "--out", str(target)])
     assert out.exit_code == 0, out.output
     assert json.loads((target / "gradiend_rewrite.json").read_text())["alpha"] == 0.5
+    assert "with h = 1, α = 0.5 on" in (target / "README.md").read_text()  # its model card
 
 
 def test_cli_rewrite_needs_a_choice(finished_run):

@@ -2,6 +2,9 @@
 
 FORMAT_VERSION = 1
 
+# the pipeline's stages, in order (gradiend.pipeline runs them; the CLI offers them without importing it)
+STAGES = ("data", "train", "encoder", "decoder", "rewrite", "report")
+
 # run directory layout
 CONFIG_FILE = "config.toml"
 DATA_DIR = "data"

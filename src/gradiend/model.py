@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from gradiend.constants import FORMAT_VERSION, GRADIEND_CONFIG_FILE, WEIGHTS_FILE
 from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientKind
+from gradiend.identity import check_base_model, identity_of
 from gradiend.io import atomic_dir, read_json, write_json
 from gradiend.lm.params import ParamSelection
 from gradiend.tasks import Task
@@ -354,10 +355,18 @@ class Gradiend(torch.nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        cls, directory: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+        *, revision: str | None = None, token: str | bool | None = None, base_model: Any = None,
     ) -> Gradiend:
-        """Load a directory written by :meth:`save_pretrained` (safetensors only, never pickle)."""
-        directory = Path(directory)
+        """Load a directory written by :meth:`save_pretrained` (safetensors only, never pickle).
+
+        ``directory`` may also be a Hugging Face Hub id ``org/name`` (at ``revision``; cache, offline mode and
+        token as everywhere in the Hub stack; see :mod:`gradiend.hub`). With ``base_model`` (a LoadedModel or a
+        transformers model) the GRADIEND's base model identity is checked against it (:mod:`gradiend.identity`).
+        """
+        from gradiend.hub import resolve
+
+        directory = resolve(directory, revision=revision, token=token)
         config = _read_config(directory)
         tensors = load_file(str(directory / WEIGHTS_FILE))
         arch = config["architecture"]
@@ -368,7 +377,24 @@ class Gradiend(torch.nn.Module):
         )
         weights = {k: v for k, v in tensors.items() if not k.startswith("kept.")}
         model.load_state_dict(weights, strict=True, assign=True)
+        if base_model is not None:
+            check_base_model(model, base_model)
         return model.to(device=device, dtype=dtype)
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+        include_rewrites: Mapping[str, str | Path] | None = None, run_dir: str | Path | None = None,
+    ) -> str:
+        """Upload this GRADIEND with its model card to the Hub repository ``repo_id``; return its URL.
+
+        ``include_rewrites`` maps a key (e.g. ``"3SG"``) to a rewritten model directory; each goes to its own
+        repository ``<repo_id>-<key>`` with its card. ``run_dir`` (the run that made this GRADIEND) lets the cards
+        report its data, metrics and selection. See :func:`gradiend.hub.push_gradiend`.
+        """
+        from gradiend.hub import push_gradiend
+
+        return push_gradiend(self, repo_id, private=private, token=token, rewrites=include_rewrites,
+                             run_dir=run_dir)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -413,6 +439,7 @@ def _config_json(model: Gradiend) -> dict[str, Any]:
         "base_model": meta.base_model,
         "model_family": meta.model_family,
         "total_params": sel.total_params if sel is not None else None,
+        "base_model_identity": identity_of(meta.base_model, sel).to_json() if sel is not None else None,
         "parameters": sel.to_json() if sel is not None else None,
         "source": meta.source,
         "target": meta.target,

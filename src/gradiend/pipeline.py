@@ -29,6 +29,7 @@ import pandas as pd
 
 from gradiend import __version__
 from gradiend import constants as C
+from gradiend.cards import write_cards
 from gradiend.config import DataSection, ExperimentConfig, data_fingerprint_of, save_config, stage_fingerprint
 from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_data
 from gradiend.errors import GradiendError
@@ -38,7 +39,7 @@ from gradiend.tasks import Task
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "train", "encoder", "decoder", "rewrite", "report")
+STAGES = C.STAGES
 STAGES_FILE = C.STAGES_FILE
 TIMINGS_FILE = C.TIMINGS_FILE
 # which config fingerprint (gradiend.config.STAGE_SECTIONS) each pipeline stage depends on
@@ -258,6 +259,7 @@ def stage_train(r: Run) -> None:
         result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, task=r.task,
                                 progress=r.progress)
         result.gradiend.save_pretrained(r.gradiend_dir)
+        write_cards(r.dir)  # a first card; the rewrite stage completes it with the evaluation's figures
         write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
         write_json(r.metrics / "seeds.json", {
             "best_seed": result.best_seed, "converged": result.converged,
@@ -321,6 +323,7 @@ def stage_rewrite(r: Run) -> None:
                 continue
             rewrite_selected(r.lm, gradiend, entry, out, r.gradiend_dir, force=rw.force)
             log.info("rewritten model for %s written to %s", key, out)
+        write_cards(r.dir)
 
 
 def stage_report(r: Run) -> None:

@@ -20,6 +20,7 @@ import torch
 
 from gradiend.constants import REWRITE_META_FILE
 from gradiend.errors import GradiendError
+from gradiend.identity import check_base_model
 from gradiend.io import atomic_dir, write_json
 from gradiend.lm.load import LoadedModel
 from gradiend.lm.params import ParamSelection
@@ -83,13 +84,15 @@ def edited(
 ) -> Iterator[torch.nn.Module]:
     """Within the block the model has θ + α·dec(h) on the selected positions; afterwards exactly θ again.
 
-    Yields the (same, edited) model. α = 0 touches nothing. Restoration also happens when the block raises.
+    Yields the (same, edited) model. α = 0 touches nothing. Restoration also happens when the block raises. A
+    model that is not the GRADIEND's base model (:func:`gradiend.identity.check_base_model`) is refused.
     """
     model = _model_of(lm_or_model)
     alpha = _check_alpha(alpha)
     if alpha == 0.0:
         yield model
         return
+    check_base_model(gradiend, lm_or_model)
     vector = update_vector(gradiend, h)
     saved = _snapshot(model, gradiend.selection)
     try:
@@ -153,5 +156,6 @@ def rewrite_selected(
     if not selected.get("useful", False) and not force:
         reason = selected.get("reason", "the decoder evaluation found no useful rewrite")
         raise GradiendError(f"not saving a rewrite: {reason} (pass force=True to save it anyway)")
-    metrics = {k: selected[k] for k in ("metric", "value", "base_value", "lms", "base_lms", "lms_ratio") if k in selected}
+    kept = ("metric", "value", "base_value", "shift", "lms", "base_lms", "lms_ratio", "lms_ratio_ci", "useful", "reason")
+    metrics = {k: selected[k] for k in kept if k in selected}
     return rewrite_model(lm, gradiend, selected["h"], selected["alpha"], out_dir, metrics, gradiend_path)

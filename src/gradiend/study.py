@@ -11,6 +11,8 @@ figures and a ``comparison.json`` summary that names the pairs whose top-k overl
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,3 +249,19 @@ def _overlap_vs_chance(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Shared top-k dimensions as a multiple of the chance level (1 = as random sets would share)."""
     expected = matrices["expected"].where(matrices["expected"] > 0)
     return matrices["intersection"] / expected
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``gradiend.study(suite)`` runs a study (:func:`gradiend.api.study`).
+
+    ``gradiend.study`` names both the front door's call and this submodule; importing the submodule binds the
+    package attribute to the module, so the module itself answers the call.
+    """
+
+    def __call__(self, *args, **kwargs) -> Path:
+        from gradiend.api import study
+
+        return study(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

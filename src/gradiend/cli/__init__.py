@@ -27,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "compare": "gradiend.cli.compare_cmd:compare",
     "study": "gradiend.cli.study_cmd:study",
     "data": "gradiend.cli.data_cmd:data",
+    "push": "gradiend.cli.hub_cmd:push",
+    "apply": "gradiend.cli.hub_cmd:apply",
+    "export": "gradiend.cli.export_cmd:export_command",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from gradiend.pipeline import STAGES
+from gradiend.constants import STAGES
 
 DEMO_CONFIGS = {
     "offline:smollm2-135m": "demo.toml",

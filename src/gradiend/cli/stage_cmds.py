@@ -157,7 +157,8 @@ def _ci(metric: dict | None) -> str:
 @click.option("--force", is_flag=True, help="Save even when the decoder found no useful rewrite.")
 def rewrite(run_dir: Path, strengthen: str | None, weaken: str | None, h: float | None, alpha: float | None,
             out_dir: Path | None, force: bool) -> None:
-    """Write θ' = θ + α·dec(h) as a Hugging Face model directory (with tokenizer and gradiend_rewrite.json)."""
+    """Write θ' = θ + α·dec(h) as a Hugging Face model directory (with tokenizer, gradiend_rewrite.json, card)."""
+    from gradiend.cards import rewrite_card, write_card
     from gradiend.io import read_json
     from gradiend.model import Gradiend
     from gradiend.pipeline import Run
@@ -182,6 +183,7 @@ def rewrite(run_dir: Path, strengthen: str | None, weaken: str | None, h: float 
             raise GradiendError(f"no decoder selection for {key!r}; available: {', '.join(selected)}")
         out = out_dir or run_dir / C.REWRITTEN_DIR / key
         path = rewrite_selected(r.lm, gradiend, selected[key], out, r.gradiend_dir, force=force)
+    write_card(path, rewrite_card(path, run_dir, key=path.name))
     click.echo(f"rewritten model written to {path}")
 
 

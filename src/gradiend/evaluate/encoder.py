@@ -38,6 +38,7 @@ from gradiend.constants import ENCODER_METRICS_FILE, ENCODINGS_FILE, MASK
 from gradiend.errors import GradiendError
 from gradiend.evaluate import stats
 from gradiend.evaluate.config import EvalConfig
+from gradiend.identity import check_base_model
 from gradiend.io import write_json, write_with
 from gradiend.lm.load import LoadedModel
 from gradiend.tasks import Task, all_rows, transition_name
@@ -385,6 +386,7 @@ def evaluate_encoder(
 
     Uses ``config.max_rows`` (per class and per neutral variant), ``config.bootstrap`` and ``config.seed``.
     """
+    check_base_model(gradiend, lm)
     config = config or EvalConfig()
     table = encodings_table(lm, gradiend, pairs, neutral_texts, split=config.split, max_rows=config.max_rows,
                             seed=config.seed)
