@@ -109,7 +109,8 @@ def test_ctrl_c_stops_the_study_and_the_summary_says_what_finished(tmp_path):
     ({"threads": 0}, "threads must be an integer ≥ 1"),
     ({"address": "http://head"}, "address must be auto or ray://HOST:PORT"),
     ({"num_cpus": 0}, "num_cpus must be a number > 0"),
-    ({"num_gpus": -1}, "num_gpus must be a number > 0"),
+    ({"num_gpus": -1}, "num_gpus must be a number ≥ 0"),
+    ({"num_cpus": "2"}, "num_cpus must be a number > 0, got '2'"),
 ])
 def test_execution_config_rejects_bad_settings(raw, message):
     with pytest.raises(GradiendError, match=message):

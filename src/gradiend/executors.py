@@ -77,11 +77,8 @@ class ExecutionConfig:
         if self.address is not None and not (self.address == "auto" or _ADDRESS.fullmatch(str(self.address))):
             raise GradiendError(f"[execution] address must be auto or ray://HOST:PORT (or HOST:PORT), got "
                                 f"{self.address!r}")
-        for key, low in (("num_cpus", 0.0), ("num_gpus", 0.0)):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < low
-                                      or (key == "num_cpus" and value == 0)):
-                raise GradiendError(f"[execution] {key} must be a number > 0 (num_gpus may be 0), got {value!r}")
+        _check_amount("num_cpus", self.num_cpus, zero_ok=False)
+        _check_amount("num_gpus", self.num_gpus, zero_ok=True)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ExecutionConfig:
@@ -103,6 +100,15 @@ class ExecutionConfig:
 _ADDRESS = re.compile(r"(ray://)?[\w.\-]+:\d+")
 
 
+def _check_amount(key: str, value: Any, zero_ok: bool) -> None:
+    """A resource amount: None (the default) or a number > 0 (≥ 0 where ``zero_ok``)."""
+    if value is None:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or value < 0 or (value == 0 and not zero_ok):
+        raise GradiendError(f"[execution] {key} must be a number {'≥' if zero_ok else '>'} 0, got {value!r}")
+
+
 class Executor(Protocol):
     def run(self, plan: StudyPlan) -> dict[str, NodeOutcome]: ...
 
@@ -121,7 +127,7 @@ def get_executor(name: str, **options: Any) -> Executor:
 
 def check_common(retries: int, threads: int | None) -> None:
     """Validate the options every executor takes."""
-    if not isinstance(retries, int) or retries < 0:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise GradiendError(f"retries must be an integer ≥ 0, got {retries!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise GradiendError(f"threads must be an integer ≥ 1 (torch threads per task), got {threads!r}")
