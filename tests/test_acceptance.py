@@ -99,3 +99,25 @@ def test_demo_report_matches_metric_files(demo_run):
     assert f'{enc["pearson"]["value"]:.3f}' in html
     assert f'{sel["base_value"]:.3g} → {sel["value"]:.3g}' in html
     assert f'(ratio {sel["lms_ratio"]:.3f})' in html
+
+
+def test_demo_cards_name_every_figure(demo_run):
+    from huggingface_hub import ModelCard
+
+    from gradiend.export import Stat
+
+    _, result = demo_run
+    enc = _metrics(result, C.ENCODER_METRICS_FILE)
+    sel = _metrics(result, C.DECODER_METRICS_FILE)["selected"]["3SG"]
+    counts = json.loads((result.run_dir / C.DATA_DIR / C.DATA_META_FILE).read_text())["counts"]["3SG"]
+    card = (result.run_dir / C.GRADIEND_DIR / "README.md").read_text()
+    meta = ModelCard(card).data.to_dict()
+    assert (meta["library_name"], meta["base_model"], meta["license"]) == (
+        "gradiend", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
+    for figure in ("| `3SG` | he, she, it |", "`offline:wiki-en`", f"| `3SG` | {counts['train']} |",
+                   "| rows per gradient | 16 |", "| learning rate | 0.0001 |", f"| Pearson r | {Stat.of(enc['pearson'])} |",
+                   f"| {Stat.of(sel['shift'])} | {Stat.of(sel['lms_ratio'], sel['lms_ratio_ci'])} | yes |",
+                   "Gradiend.from_pretrained(", "arXiv:2502.01406"):
+        assert figure in card, figure
+    rewritten = (result.run_dir / C.REWRITTEN_DIR / "3SG" / "README.md").read_text()
+    assert f"(shift {Stat.of(sel['shift'])}, 95 % CI); LMS ratio" in rewritten

@@ -125,6 +125,7 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool | None = None, 
     from gradiend.model import Gradiend
 
     run_dir = Path(run_dir)
+    token = require_token(token)  # before any work: no token, no upload
     if not (run_dir / C.GRADIEND_DIR / C.GRADIEND_CONFIG_FILE).is_file():
         raise GradiendError(f"{run_dir} has no trained GRADIEND ({C.GRADIEND_DIR}/): run `gradiend train` first")
     write_cards(run_dir)
