@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "compare": "gradiend.cli.compare_cmd:compare",
     "study": "gradiend.cli.study_cmd:study",
     "data": "gradiend.cli.data_cmd:data",
+    "head": "gradiend.cli.head_cmd:head",
 }
 
 
