@@ -7,7 +7,7 @@
    validation loss/accuracy are recorded).
 2. Runs the P1 configuration (``splade-3sg-3pl.toml``, 3SG vs 3PL on Wikipedia) with ``model.spec = --model``
    twice, each in its own process: the causal objective, then ``model.head = <the head>`` (masked-head).
-3. Reports per objective: test correlation, class separation (mean encoding of 3SG minus 3PL on the test rows),
+3. Reports per objective: test correlation, class separation (mean test encoding of 3SG minus 3PL, Cohen's d),
    the selected rewrite with its LMS ratio, per-stage seconds and peak RSS. ``--set`` overrides apply to both runs
    (e.g. a smaller setting: ``--set data.options.max_rows_per_class=200 --set train.steps=50``).
 """
@@ -35,13 +35,14 @@ def train_head(model: str, texts: str, steps: int, max_texts: int, out: Path) ->
             **{k: meta["metrics"][k] for k in ("val_loss_before", "val_loss", "val_accuracy", "n_train")}}
 
 
-def separation(run_dir: Path) -> float | None:
-    """Mean test encoding of the first class minus the second (how far apart the classes encode)."""
+def separation(run_dir: Path) -> dict | None:
+    """How far apart the two groups encode on the test rows: mean gap (positive − negative) and Cohen's d."""
     path = run_dir / "metrics" / "encoder.json"
     if not path.is_file():
         return None
-    means = [v["mean"] for v in json.loads(path.read_text()).get("per_class", {}).values()]
-    return round(abs(means[0] - means[1]), 4) if len(means) == 2 else None
+    enc = json.loads(path.read_text())
+    pos, neg = (enc["per_group"][c]["mean"] for c in enc["classes"])
+    return {"mean_gap": round(pos - neg, 4), "cohens_d": enc["cohens_d"]["value"]}
 
 
 def main() -> None:
