@@ -128,3 +128,53 @@ def test_masked_head_objective_needs_a_head_and_is_fingerprinted_only_when_used(
                                                DataSection(texts=("a",), classes={"a": ("x",), "b": ("y",)})))
     assert "objective" not in _to_plain(ModelConfig("m"), for_fingerprint=True)
     assert _to_plain(ModelConfig("m", objective="masked-head", head="h"), for_fingerprint=True)["head"] == "h"
+
+
+def test_cli_head_train_then_a_run_reads_gradients_through_it(tmp_path, make_tiny):
+    from click.testing import CliRunner
+
+    from gradiend.cli import cli
+    from gradiend.config import load_config
+    from gradiend.pipeline import Run, run
+
+    lm = make_tiny("llama", seed=1)
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "neutral.txt").write_text("\n".join(planted_texts(60)) + "\n")
+    out = CliRunner().invoke(cli, ["head", "train", "--model", str(tmp_path / "model"), "--texts",
+                                   str(tmp_path / "neutral.txt"), "--out", str(tmp_path / "head"), "--steps", "5"])
+    assert out.exit_code == 0, out.output
+    assert "head saved to" in out.output and (tmp_path / "head" / "head.safetensors").is_file()
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"""
+name = "headrun"
+output_dir = "{tmp_path / 'runs'}"
+[model]
+spec = "{tmp_path / 'model'}"
+head = "{tmp_path / 'head'}"
+objective = "masked-head"
+[data]
+texts = "offline:wiki-en"
+max_documents = 1500
+[data.classes]
+3SG = ["he", "she"]
+3PL = ["they"]
+[data.options]
+seed = 0
+max_rows_per_class = 30
+neutral_size = 10
+[gradients]
+rows_per_gradient = 4
+validation_rows = 8
+[train]
+lr = 1e-3
+steps = 2
+eval_every = 1
+""")
+    config = load_config(cfg)
+    result = run(config, until="train", progress=False)
+    assert (result.run_dir / "gradiend" / "model.safetensors").is_file()
+    pipeline = Run(config)
+    assert pipeline.lm.mlm_head is not None
+    assert isinstance(GradientComputer(pipeline.lm, select_parameters(pipeline.lm.model)).objective,
+                      MaskedHeadObjective)
