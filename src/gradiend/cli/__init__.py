@@ -19,6 +19,7 @@ from gradiend.errors import GradiendError, MissingExtraError
 COMMANDS: dict[str, str] = {
     "assets": "gradiend.cli.assets_cmd:assets",
     "demo": "gradiend.cli.run_cmd:demo",
+    "head": "gradiend.cli.head_cmd:head",
     "run": "gradiend.cli.run_cmd:run_command",
     "train": "gradiend.cli.stage_cmds:train",
     "evaluate": "gradiend.cli.stage_cmds:evaluate",
@@ -27,7 +28,6 @@ COMMANDS: dict[str, str] = {
     "compare": "gradiend.cli.compare_cmd:compare",
     "study": "gradiend.cli.study_cmd:study",
     "data": "gradiend.cli.data_cmd:data",
-    "head": "gradiend.cli.head_cmd:head",
 }
 
 
