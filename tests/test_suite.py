@@ -100,7 +100,7 @@ def test_older_form_is_one_data_set_with_one_design():
 
 
 @pytest.mark.parametrize("name", ["splade-english-suite.toml", "english-pronouns-study.toml",
-                                  "german-articles-study.toml"])
+                                  "german-articles-study.toml", "gemma-german-articles-study.toml"])
 def test_bundled_suite_examples_load(name):
     suite = load_suite(example_path(name))
     assert len(suite.runs) >= 3 and suite.compare["topk"] == 1000

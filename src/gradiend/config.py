@@ -57,6 +57,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 # metadata flag on a field that does not change a stage's result (device, batch sizes for memory): it is left
 # out of the fingerprint so that moving a run to another machine does not recompute it
 NO_FINGERPRINT = {"fingerprint": False}
+FINGERPRINT_IF_SET = {"fingerprint": "unless-default"}  # fingerprinted only when not the default (old runs keep theirs)
 
 # TOML has no null: `key = "none"` sets an optional non-text field to None (e.g. neutral_size = "none": all)
 NONE_WORD = "none"
@@ -71,6 +72,10 @@ class ModelConfig:
     device: str = field(default="cpu", metadata=NO_FINGERPRINT)
     params: tuple[str, ...] = ()  # glob patterns over parameter names; () = the whole backbone
     layers: tuple[int, ...] | None = None  # restrict to these transformer layers; None = all
+    # where the GRADIEND's gradients come from: "auto" = the model's own LM loss, or the auxiliary MLM head when
+    # `head` is set (decoder-only models); "masked-head" requires `head` (see gradiend.lm.mlm_head)
+    objective: Literal["auto", "masked-head"] = field(default="auto", metadata=FINGERPRINT_IF_SET)
+    head: str | None = None  # directory of an auxiliary MLM head (`gradiend head train`)
 
 
 @dataclass(frozen=True)
@@ -445,6 +450,9 @@ def _describe(value: Any) -> str:
 
 def _check_cross_sections(config: ExperimentConfig) -> None:
     """Checks that involve more than one section, or values the type alone does not rule out."""
+    if config.model.objective == "masked-head" and config.model.head is None:
+        raise GradiendError('[model] objective = "masked-head" needs head = DIR (an auxiliary MLM head; train one '
+                            "with: gradiend head train --model SPEC --texts SOURCE --out DIR)")
     classes = config.data.classes
     _check_data_source(config.data)
     if config.data.texts is not None:
@@ -503,13 +511,18 @@ def to_plain(section: Any) -> Any:
     return _to_plain(section)
 
 
+def _unfingerprinted(f: dataclasses.Field, value: Any) -> bool:
+    flag = f.metadata.get("fingerprint", True)
+    return not flag or (flag == FINGERPRINT_IF_SET["fingerprint"] and value == f.default)
+
+
 def _to_plain(obj: Any, for_fingerprint: bool = False) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out = {}
         for f in dataclasses.fields(obj):
-            if for_fingerprint and not f.metadata.get("fingerprint", True):
-                continue
             value = getattr(obj, f.name)
+            if for_fingerprint and _unfingerprinted(f, value):
+                continue
             if value is not None:
                 out[f.name] = _to_plain(value, for_fingerprint)
             elif f.default is not None and not for_fingerprint:  # TOML has no null

@@ -119,8 +119,11 @@ class Run:
         if self._lm is None:
             import torch
 
-            self._lm = load_model(self.config.model.spec, dtype=getattr(torch, self.config.model.dtype),
-                                  device=self.config.model.device)
+            from gradiend.lm.mlm_head import with_head
+
+            lm = load_model(self.config.model.spec, dtype=getattr(torch, self.config.model.dtype),
+                            device=self.config.model.device)
+            self._lm = with_head(lm, self.config.model.head)
         return self._lm
 
     @contextmanager

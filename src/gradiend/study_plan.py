@@ -105,13 +105,14 @@ def shared_model(model: ModelConfig) -> LoadedModel:
     import torch
 
     from gradiend.lm.load import load_model
+    from gradiend.lm.mlm_head import with_head
 
     key = (model.spec, model.dtype, model.device)
     if key not in _MODELS:
         log.info("loading base model %s (process %d)", model.spec, os.getpid())
         _MODELS[key] = load_model(model.spec, dtype=getattr(torch, model.dtype), device=model.device)
         MODEL_LOADS[model.spec] = MODEL_LOADS.get(model.spec, 0) + 1
-    return _MODELS[key]
+    return with_head(_MODELS[key], model.head)
 
 
 def dataset_node(data: DataSection, data_dir: str, force: bool = False) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from gradiend.errors import GradiendError, MissingExtraError
 COMMANDS: dict[str, str] = {
     "assets": "gradiend.cli.assets_cmd:assets",
     "demo": "gradiend.cli.run_cmd:demo",
+    "head": "gradiend.cli.head_cmd:head",
     "run": "gradiend.cli.run_cmd:run_command",
     "train": "gradiend.cli.stage_cmds:train",
     "evaluate": "gradiend.cli.stage_cmds:evaluate",

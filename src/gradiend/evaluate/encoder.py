@@ -270,10 +270,10 @@ def _encode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk
 
 def _encode_forward_mode(lm: LoadedModel, gradiend: Any, rows: pd.DataFrame, kind: str, chunk: int) -> np.ndarray:
     from gradiend.gradients.projections import directional_derivatives
-    from gradiend.lm.objectives import objective_for
+    from gradiend.lm.objectives import gradient_objective
 
     with torch.no_grad():
-        z = directional_derivatives(lm.model, objective_for(lm), gradiend.selection, rows, kind,
+        z = directional_derivatives(lm.model, gradient_objective(lm), gradiend.selection, rows, kind,
                                     gradiend.encoder_weight[0], chunk=chunk)
         return gradiend.activate(z[:, None])[:, 0].double().cpu().numpy()
 

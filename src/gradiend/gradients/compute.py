@@ -17,7 +17,7 @@ import torch
 from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientKind
 from gradiend.lm.load import LoadedModel
-from gradiend.lm.objectives import Objective, PairRow, as_pair_rows, objective_for
+from gradiend.lm.objectives import Objective, PairRow, as_pair_rows, gradient_objective
 from gradiend.lm.params import ParamSelection, set_requires_grad
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class GradientComputer:
             raise GradiendError("parameter selection is empty: select at least one base-model parameter")
         self.lm = lm
         self.selection = selection
-        self.objective = objective or objective_for(lm)
+        self.objective = objective or gradient_objective(lm)
         self.params = selection.parameters(lm.model)
         # may several losses share one batched backward? None: try it; False: one backward per loss
         large = sum(p.numel() for p in self.params) >= BATCHED_BACKWARD_MIN_PARAMS

@@ -31,12 +31,17 @@ class ModelFamily(str, enum.Enum):
 
 @dataclass
 class LoadedModel:
-    """A base model in eval mode, its tokenizer, its family and the spec it was loaded from."""
+    """A base model in eval mode, its tokenizer, its family and the spec it was loaded from.
+
+    ``mlm_head``: an auxiliary masked-LM head (:mod:`gradiend.lm.mlm_head`) that the gradient stages read the
+    LM loss through instead of next-token prediction; None for the model's own objective.
+    """
 
     model: Any  # transformers.PreTrainedModel
     tokenizer: Any  # transformers.PreTrainedTokenizerBase
     family: ModelFamily
     name: str
+    mlm_head: Any = None  # gradiend.lm.mlm_head.MLMHead
 
     @property
     def device(self) -> torch.device:

@@ -296,6 +296,15 @@ def objective_for(lm: LoadedModel, padding_side: str | None = None) -> Objective
     return cls(lm, padding_side)
 
 
+def gradient_objective(lm: LoadedModel, padding_side: str | None = None) -> Objective:
+    """The objective GRADIEND gradients come from: through ``lm.mlm_head`` when it has one, else its own."""
+    if lm.mlm_head is None:
+        return objective_for(lm, padding_side)
+    from gradiend.lm.mlm_head import MaskedHeadObjective
+
+    return MaskedHeadObjective(lm, lm.mlm_head, padding_side)
+
+
 # --- batching and the forward pass ----------------------------------------------------------------
 
 
