@@ -169,7 +169,9 @@ def compare_node(run_dirs: Sequence[str], out_dir: str, title: str, compare: Map
 
 def estimate_resources(config: ExperimentConfig) -> Resources:
     """What a run node asks for: one GPU when its base model is placed on CUDA, else one CPU."""
-    on_gpu = str(config.model.device).startswith("cuda")
+    from gradiend.devices import model_device
+
+    on_gpu = str(model_device(config.model.device)).startswith(("cuda", "shard"))  # auto: this machine's GPUs
     return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
 
 
