@@ -82,39 +82,38 @@ def layer_device_map(model: torch.nn.Module, devices: Sequence[str | int]) -> di
     """An accelerate device map that splits ``model``'s transformer layers into contiguous runs over ``devices``.
 
     Modules before the layers (embeddings) go with the first run, modules after them (final norm, LM head) with
-    the last; a tied LM head thus shares the embeddings' device only when one device is given. On the CPU every
-    entry may be ``"cpu"``: the same hooks and per-shard code paths run.
+    the last, except an LM head tied to the input embeddings, which stays with them (one tensor, one device). On
+    the CPU every entry may be ``"cpu"``: the same hooks and per-shard code paths run.
     """
     if not devices:
         raise GradiendError("layer_device_map needs at least one device")
     layers_name, layers = _layer_list(model)
-    out: dict[str, str | int] = {}
     per = -(-len(layers) // len(devices))
-    for i in range(len(layers)):
-        out[f"{layers_name}.{i}"] = devices[min(i // per, len(devices) - 1)]
-    before = True
-    for name, _ in model.named_children():
-        _fill(model, name, layers_name, out, devices, before)
-        if layers_name == name or layers_name.startswith(name + "."):
-            before = False
+    out: dict[str, str | int] = {f"{layers_name}.{i}": devices[min(i // per, len(devices) - 1)]
+                                 for i in range(len(layers))}
+    parts = layers_name.split(".")
+    for depth, on_path in enumerate(parts):  # siblings of each module on the path to the layer list
+        parent = ".".join(parts[:depth])
+        before = True
+        for child, _ in (model.get_submodule(parent) if parent else model).named_children():
+            if child == on_path:
+                before = False
+                continue
+            out[f"{parent}.{child}" if parent else child] = devices[0] if before else devices[-1]
+    head = _tied_head(model)
+    for key in out:  # the map entry that holds a tied head (``lm_head``, BERT's ``cls``) goes with the embeddings
+        if head is not None and (head == key or head.startswith(key + ".")):
+            out[key] = devices[0]
     return out
 
 
-def _fill(model: torch.nn.Module, name: str, layers_name: str, out: dict, devices: Sequence, before: bool) -> None:
-    """Map ``name`` (or, when it contains the layer list, its other children) to the first/last device."""
-    if layers_name == name:
-        return
-    if layers_name.startswith(name + "."):
-        sub = model.get_submodule(name)
-        inner_before = True
-        for child, _ in sub.named_children():
-            full = f"{name}.{child}"
-            if full == layers_name:
-                inner_before = False
-                continue
-            out[full] = devices[0] if inner_before else devices[-1]
-        return
-    out[name] = devices[0] if before else devices[-1]
+def _tied_head(model: torch.nn.Module) -> str | None:
+    """The qualified name of an output-embedding module that shares its weight with the input embeddings."""
+    get_out, get_in = getattr(model, "get_output_embeddings", None), getattr(model, "get_input_embeddings", None)
+    head = get_out() if callable(get_out) else None
+    if head is None or not callable(get_in) or head.weight is not get_in().weight:
+        return None
+    return next((n for n, m in model.named_modules() if m is head), None)
 
 
 def _layer_list(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
