@@ -297,9 +297,14 @@ class _Run:
         self.log: list[dict[str, Any]] = []
 
     def train_step(self, source: torch.Tensor, target: torch.Tensor) -> None:
-        """One AdamW step for every seed on the same (source, target); the summed loss keeps seeds independent."""
+        """One AdamW step for every seed on the same (source, target); the summed loss keeps seeds independent.
+
+        The squared error is reduced in float32 whatever the GRADIEND's dtype (a bfloat16 mean over 10^7 entries
+        would lose the small per-entry errors that carry the signal).
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        losses = torch.stack([F.mse_loss(m(source)[0], target) for m in self.models])
+        target32 = target.float()
+        losses = torch.stack([F.mse_loss(m(source)[0].float(), target32) for m in self.models])
         losses.sum().backward()
         self.optimizer.step()
         self.loss_sum += losses.detach().double()
