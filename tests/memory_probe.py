@@ -73,9 +73,10 @@ def main() -> None:
                             device="cpu")
     task = TaskConfig().resolve(data.feature.class_ids)
     selection = select(lm)
-    warm = GradientComputer(lm, selection)  # first-use allocations of the kernels are not the stage's
-    next(warm.row_gradients(data.pairs.head(1), "alternative"))
-    del warm
+    if not kind.startswith("offline:"):  # first-use allocations of the kernels are not the stage's (a real
+        warm = GradientComputer(lm, selection)  # model's warm-up would leave GBs in the allocator: none there)
+        next(warm.row_gradients(data.pairs.head(1), "alternative"))
+        del warm
     plan = training_plan(lm, data, task, selection, grad_cfg, train_cfg, "cpu")
     Path("/proc/self/clear_refs").write_text("5")
     before = _status("VmRSS")

@@ -31,10 +31,14 @@ log = logging.getLogger(__name__)
 
 #: share of a device's free memory a plan may fill (the rest: allocator fragmentation, the CUDA context, Python)
 HEADROOM = 0.9
-#: activation elements kept for the backward pass per token and layer: ``a·hidden + b·intermediate``
-#: (attention inputs/outputs, norms, MLP in/out; calibrated on tiny models and SmolLM2-135M on CPU)
-ACTIVATION_HIDDEN_FACTOR = 12
-ACTIVATION_INTERMEDIATE_FACTOR = 4
+#: activation elements kept for the backward pass per token and layer: ``a·hidden + b·intermediate``, plus
+#: EMBEDDING_BUFFERS dense buffers of the input-embedding matrix's size (its dense gradient and the LM head's
+#: working memory). Calibrated on CPU, float32, 16 rows, all backbone parameters: the peak of one factual +
+#: alternative gradient minus the autograd gradients and flat vectors was 1.05 GB on SmolLM2-135M (1152 planned
+#: tokens) and 55 MB on SPLADE-tiny (544 tokens); these factors give 1.03 GB and 53 MB.
+ACTIVATION_HIDDEN_FACTOR = 4.6
+ACTIVATION_INTERMEDIATE_FACTOR = 1.5
+EMBEDDING_BUFFERS = 3
 PHASES = ("all", "pre-prune", "training")
 #: n-vectors per seed alive during one training step (measured on the tiny models: 3.7-4.3)
 STEP_VECTORS = 4
@@ -175,8 +179,7 @@ class TrainingShape:
     weights: Mapping[str, int]  # base model weight bytes per device
     selected_numel: Mapping[str, int]
     model_itemsize: int
-    tokens_per_batch: int
-    activation_bytes_per_token: int  # all layers together, in the model's dtype
+    activation_bytes: int  # one batch's forward + backward working memory (:func:`activation_bytes`)
     input_dim: int
     full_dim: int
     pre_prune: bool
@@ -204,10 +207,11 @@ def _base_items(s: TrainingShape) -> Iterable[MemoryItem]:
     for device, nbytes in s.weights.items():
         yield MemoryItem("base model weights", device, nbytes, resident=True)
         share = nbytes / weights_total  # activations spread like the layers (and so the weights) do
-        yield MemoryItem("activations of one batch", device, int(s.activation_bytes_per_token * s.tokens_per_batch
-                                                                 * share))
+        yield MemoryItem("activations of one batch", device, int(s.activation_bytes * share))
     for device, numel in s.selected_numel.items():
-        yield MemoryItem("autograd gradients", device, numel * s.model_itemsize * grads_per_backward)
+        yield MemoryItem("autograd gradients", device, numel * s.model_itemsize * grads_per_backward, "training")
+        if s.pre_prune:  # one mean gradient at a time
+            yield MemoryItem("autograd gradients", device, numel * s.model_itemsize, "pre-prune")
 
 
 def _gradiend_items(s: TrainingShape) -> Iterable[MemoryItem]:
@@ -220,8 +224,8 @@ def _gradiend_items(s: TrainingShape) -> Iterable[MemoryItem]:
     # float32 even for a bfloat16 GRADIEND (measured: the CPU kernels upcast)
     yield MemoryItem("training step working memory", dev, STEP_VECTORS * s.seeds * s.input_dim * 4, "training")
     yield MemoryItem("flat gradient vectors", dev, s.n_flat * s.input_dim * 4, "training")
-    if s.pre_prune:
-        yield MemoryItem("pre-prune importance vectors", "cpu", 3 * s.full_dim * 4, "pre-prune")
+    if s.pre_prune:  # a mean gradient, the running sum, the partial sort's copy (float32) and two masks (bool)
+        yield MemoryItem("pre-prune importance vectors", "cpu", 3 * s.full_dim * 4 + 2 * s.full_dim, "pre-prune")
 
 
 def _validation_items(s: TrainingShape) -> Iterable[MemoryItem]:
@@ -236,13 +240,15 @@ def _validation_items(s: TrainingShape) -> Iterable[MemoryItem]:
                          "training")
 
 
-def activation_bytes_per_token(config: Any, itemsize: int) -> int:
-    """Activation bytes one token keeps for the backward pass over all layers (see the factors above)."""
+def activation_bytes(model: Any, tokens: int) -> int:
+    """Forward + backward working memory of one batch of ``tokens`` tokens (see the factors above)."""
+    config = model.config
     hidden = _first_attr(config, ("hidden_size", "n_embd", "d_model", "dim"), 768)
     layers = _first_attr(config, ("num_hidden_layers", "n_layer", "num_layers", "n_layers"), 12)
     inner = _first_attr(config, ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim"), None) or 4 * hidden
-    per_layer = ACTIVATION_HIDDEN_FACTOR * hidden + ACTIVATION_INTERMEDIATE_FACTOR * inner
-    return int(per_layer * layers * itemsize)
+    embedding = model.get_input_embeddings().weight
+    per_token = (ACTIVATION_HIDDEN_FACTOR * hidden + ACTIVATION_INTERMEDIATE_FACTOR * inner) * layers
+    return int((per_token * tokens + EMBEDDING_BUFFERS * embedding.numel()) * embedding.element_size())
 
 
 def _first_attr(config: Any, names: tuple[str, ...], default: int | None) -> int | None:

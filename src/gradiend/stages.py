@@ -34,7 +34,7 @@ from gradiend.lm.params import ParamSelection, select_parameters
 from gradiend.memory import (
     MemoryPlan,
     TrainingShape,
-    activation_bytes_per_token,
+    activation_bytes,
     bytes_by_device,
     device_name,
     plan_training,
@@ -220,8 +220,7 @@ def training_plan(lm: LoadedModel, data: FeatureData, task: Task, selection: Par
         weights=bytes_by_device([*model.parameters(), *model.buffers()]),
         selected_numel=selected,
         model_itemsize=params[0].element_size(),
-        tokens_per_batch=gradients.rows_per_gradient * _tokens_per_row(lm, data, task),
-        activation_bytes_per_token=activation_bytes_per_token(model.config, params[0].element_size()),
+        activation_bytes=activation_bytes(model, gradients.rows_per_gradient * _tokens_per_row(lm, data, task)),
         input_dim=n, full_dim=full, pre_prune=n < full,
         n_flat=len(kinds) + ("diff" in (train.source, train.target)) + (train.torch_dtype != torch.float32),
         seeds=len(train.seeds), latent_dim=train.latent_dim, gradiend_itemsize=train.torch_dtype.itemsize,
