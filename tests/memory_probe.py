@@ -5,12 +5,14 @@
 KIND is a tiny model (bert, gpt2, llama) or an offline model name (offline:smollm2-135m); the rest are overrides
 of the gradient and training configs (``seeds=2``, ``validation_rows=16``, ``dtype=bfloat16``, ``model_dtype=…``).
 The peak is the kernel's high-water mark (VmHWM) after resetting it (``/proc/self/clear_refs``) once the model and
-the data are in memory and one gradient warmed the kernels up, so it measures what the stage adds: the plan's
-items that are not yet resident. Used by tests/test_memory.py (a subprocess, so no other test's memory counts).
+the data are in memory and (tiny models) one gradient warmed the kernels up and its freed buffers were returned
+(``malloc_trim``), so it measures what the stage adds: the plan's items that are not yet resident. Used by tests/test_memory.py (a subprocess, so no other test's memory counts).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import sys
@@ -77,6 +79,8 @@ def main() -> None:
         warm = GradientComputer(lm, selection)  # model's warm-up would leave GBs in the allocator: none there)
         next(warm.row_gradients(data.pairs.head(1), "alternative"))
         del warm
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # the warm-up's freed buffers leave the RSS: the stage's count
     plan = training_plan(lm, data, task, selection, grad_cfg, train_cfg, "cpu")
     Path("/proc/self/clear_refs").write_text("5")
     before = _status("VmRSS")

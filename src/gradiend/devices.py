@@ -132,7 +132,14 @@ def dispatch(model: torch.nn.Module, device_map: Mapping[str, Any]) -> torch.nn.
     """
     accelerate = require("accelerate", "gguf", "sharding a base model over devices")
     tied = getattr(model, "_tied_weights_keys", None)
-    model = accelerate.dispatch_model(model, device_map=dict(device_map), force_hooks=True)
+    accelerate_log = logging.getLogger("accelerate.big_modeling")
+    level = accelerate_log.level
+    if all(str(v) == "cpu" for v in device_map.values()):  # it warns of CPU offloading, which a CPU map never does
+        accelerate_log.setLevel(logging.ERROR)
+    try:
+        model = accelerate.dispatch_model(model, device_map=dict(device_map), force_hooks=True)
+    finally:
+        accelerate_log.setLevel(level)
     if tied:
         model.tie_weights()
     return model

@@ -40,8 +40,10 @@ ACTIVATION_HIDDEN_FACTOR = 4.6
 ACTIVATION_INTERMEDIATE_FACTOR = 1.5
 EMBEDDING_BUFFERS = 3
 PHASES = ("all", "pre-prune", "training")
-#: n-vectors per seed alive during one training step (measured on the tiny models: 3.7-4.3)
+#: float32 n-vectors per seed alive during one training step (measured on the tiny models: 3.7-4.3), and the
+#: extra ones of a bfloat16 GRADIEND (its output and gradients upcast for the float32 loss; measured 2.5-4.2)
 STEP_VECTORS = 4
+STEP_CAST_VECTORS = 3
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,8 @@ def _gradiend_items(s: TrainingShape) -> Iterable[MemoryItem]:
     yield MemoryItem("best checkpoints", dev, params * size, "training")
     # dec(enc(x)), its difference to the target, the squared error and their gradients: n-vectors per seed, in
     # float32 even for a bfloat16 GRADIEND (measured: the CPU kernels upcast)
-    yield MemoryItem("training step working memory", dev, STEP_VECTORS * s.seeds * s.input_dim * 4, "training")
+    vectors = STEP_VECTORS + (STEP_CAST_VECTORS if size != 4 else 0)
+    yield MemoryItem("training step working memory", dev, vectors * s.seeds * s.input_dim * 4, "training")
     yield MemoryItem("flat gradient vectors", dev, s.n_flat * s.input_dim * 4, "training")
     if s.pre_prune:  # a mean gradient, the running sum, the partial sort's copy (float32) and two masks (bool)
         yield MemoryItem("pre-prune importance vectors", "cpu", 3 * s.full_dim * 4 + 2 * s.full_dim, "pre-prune")
