@@ -91,6 +91,16 @@ def test_full_run_writes_every_artifact(finished_run):
     assert set(timings) == set(STAGES) and all(v >= 0 for v in timings.values())
 
 
+def test_the_memory_plan_is_written_and_recorded_in_the_provenance(finished_run):
+    _, result = finished_run
+    plan = json.loads((result.run_dir / C.METRICS_DIR / C.MEMORY_PLAN_FILE).read_text())
+    assert plan["fits"] is True and set(plan["devices"]) == {"cpu"}  # device = "auto" without a GPU
+    names = {i["name"] for i in plan["items"]}
+    assert {"base model weights", "GRADIEND weights", "optimizer state (grad + AdamW moments)"} <= names
+    provenance = json.loads((result.run_dir / C.METRICS_DIR / C.PROVENANCE_FILE).read_text())
+    assert provenance["memory_plan"] == {"cpu": plan["devices"]["cpu"]["peak_bytes"]}
+
+
 def test_report_numbers_match_metric_files(finished_run):
     _, result = finished_run
     enc = json.loads((result.run_dir / "metrics/encoder.json").read_text())

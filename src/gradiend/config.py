@@ -69,7 +69,7 @@ class ModelConfig:
 
     spec: str  # hub id, local directory, .gguf file or offline:<name>
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = field(default="cpu", metadata=NO_FINGERPRINT)
+    device: str = field(default="auto", metadata=NO_FINGERPRINT)  # auto, cpu, cuda:N or shard (gradiend.devices)
     params: tuple[str, ...] = ()  # glob patterns over parameter names; () = the whole backbone
     layers: tuple[int, ...] | None = None  # restrict to these transformer layers; None = all
     # where the GRADIEND's gradients come from: "auto" = the model's own LM loss, or the auxiliary MLM head when

@@ -32,6 +32,7 @@ DECODER_GRID_FILE = "decoder_grid.csv"
 TIMINGS_FILE = "timings.json"  # {stage: seconds}
 STAGES_FILE = "stages.json"  # {stage: {"fingerprint", "seconds"}} of finished stages
 PROVENANCE_FILE = "provenance.json"  # versions of what produced the run
+MEMORY_PLAN_FILE = "memory_plan.json"  # the training stage's memory plan per device (gradiend.memory)
 
 # rewritten model
 REWRITE_META_FILE = "gradiend_rewrite.json"

@@ -259,8 +259,12 @@ def stage_train(r: Run) -> None:
     m = r.config.model
     with r.stage("train"):
         selection = select(r.lm, m.params, m.layers)
-        result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, task=r.task,
-                                progress=r.progress)
+        plan_path = r.metrics / C.MEMORY_PLAN_FILE
+        try:
+            result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, task=r.task,
+                                    progress=r.progress, memory_plan=plan_path)
+        finally:  # the plan belongs to the run's provenance, a refused run's included
+            record_memory_plan(r.metrics, read_json(plan_path) if plan_path.is_file() else None)
         result.gradiend.save_pretrained(r.gradiend_dir)
         write_cards(r.dir)  # a first card; the rewrite stage completes it with the evaluation's figures
         write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
@@ -353,6 +357,16 @@ def provenance() -> dict[str, str]:
 
     return {"gradiend": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def record_memory_plan(metrics: Path, plan: dict[str, Any] | None) -> None:
+    """Add the memory plan's per-device peaks (bytes) to ``provenance.json``: what the run expected to hold where."""
+    if plan is None:
+        return
+    path = metrics / C.PROVENANCE_FILE
+    record = read_json(path) if path.is_file() else provenance()
+    record["memory_plan"] = {d: v["peak_bytes"] for d, v in plan["devices"].items()}
+    write_json(path, record)
 
 
 def read_counts(run_dir: str | Path) -> pd.DataFrame:

@@ -15,22 +15,33 @@ from pathlib import Path
 import torch
 
 from gradiend.data import FeatureData
+from gradiend.devices import gradiend_device
 from gradiend.errors import GradiendError
 from gradiend.gradients.batches import (
     VALIDATION_DTYPES,
     VALIDATION_MAX_BYTES,
     iter_training_batches,
+    needed_kinds,
     validation_gradients,
     validation_rows,
 )
-from gradiend.gradients.compute import GradientComputer
+from gradiend.gradients.compute import BATCHED_BACKWARD_MIN_PARAMS, GradientComputer
 from gradiend.gradients.projections import directional_derivatives
 from gradiend.gradients.prune import pre_prune
 from gradiend.gradients.types import GradientBatch
-from gradiend.lm.load import LoadedModel
+from gradiend.lm.load import LoadedModel, ModelFamily
 from gradiend.lm.params import ParamSelection, select_parameters
+from gradiend.memory import (
+    MemoryPlan,
+    TrainingShape,
+    activation_bytes,
+    bytes_by_device,
+    device_name,
+    plan_training,
+)
 from gradiend.model import GradiendMeta, memory_estimate
 from gradiend.tasks import Task, TaskConfig
+from gradiend.topk import topk_count
 from gradiend.train import FitResult, TrainConfig, ValidationSet, fit
 
 log = logging.getLogger(__name__)
@@ -87,11 +98,14 @@ def train_gradiend(
     *,
     task: Task | None = None,
     progress: bool = True,
+    memory_plan: str | Path | None = None,
 ) -> FitResult:
     """Train a GRADIEND for ``task`` (default: the data set's two classes) on ``lm``'s selected parameters.
 
     A data set with more than two classes needs a ``task`` (e.g. ``Task.pair("3SG", "3PL")``): which classes form
     the positive and the negative group, which transitions train it and which classes enter as identity rows.
+    Before any gradient, the run's memory plan is logged (and written to ``memory_plan`` when given) and a run
+    that cannot fit its devices is refused (:meth:`gradiend.memory.MemoryPlan.check`).
     """
     gradients = gradients or GradientConfig()
     train = train or TrainConfig()
@@ -99,13 +113,18 @@ def train_gradiend(
     task.check_classes(data.feature.class_ids)
     log.info("task %s: %s, %d transition(s), identity %s", task.name, task.describe_groups(), len(task.transitions),
              list(task.identity) or "none")
-    computer = GradientComputer(lm, selection)
+    device = gradiend_device(train.device)
+    plan = training_plan(lm, data, task, selection, gradients, train, device)
+    log.info("%s", plan.describe())
+    if memory_plan is not None:
+        plan.write(memory_plan)
+    plan.check()  # before any gradient: a run that cannot fit stops here, not at step 1
+    computer = GradientComputer(lm, selection, device=device)
     if gradients.pre_prune_topk is not None:
         selection = pre_prune(computer, data.pairs, task=task, source=train.source,
                               n_samples=gradients.pre_prune_samples, topk=gradients.pre_prune_topk,
                               seed=train.seeds[0])
-        computer = GradientComputer(lm, selection, computer.objective)  # keeps the tokenization caches
-    check_memory(selection.input_dim, train)
+        computer = GradientComputer(lm, selection, computer.objective, device)  # keeps the tokenization caches
     validation = validation_set(computer, data, task, gradients, train)
     def one_pass(index: int) -> Iterator[GradientBatch]:  # with steps: one stream of `steps` batches
         return iter_training_batches(computer, data.pairs, task=task, batch_rows=gradients.rows_per_gradient,
@@ -184,27 +203,45 @@ def gradiend_memory(input_dim: int, train: TrainConfig) -> int:
     return memory_estimate(input_dim, train.latent_dim, train.torch_dtype) * 5 // 4 * len(train.seeds)
 
 
-def check_memory(input_dim: int, train: TrainConfig) -> int:
-    """Log the GRADIEND memory estimate (3n+1 parameters, AdamW state, best copies) and refuse what cannot fit."""
-    n_seeds = len(train.seeds)
-    need = gradiend_memory(input_dim, train)
-    log.info("GRADIEND memory: %.1f MB for %d seed(s) over %d input dimensions", need / 2**20, n_seeds, input_dim)
-    free = _available_memory()
-    if train.device == "cpu" and free is not None and need > 0.9 * free:
-        raise GradiendError(
-            f"the GRADIEND needs about {need / 2**30:.1f} GiB ({n_seeds} seed(s) × {input_dim:,} dims) but only "
-            f"{free / 2**30:.1f} GiB are available: pre-prune ([gradients] pre_prune_topk), narrow the parameter "
-            "selection or train fewer seeds"
-        )
-    return need
+def training_plan(lm: LoadedModel, data: FeatureData, task: Task, selection: ParamSelection,
+                  gradients: GradientConfig, train: TrainConfig, device: str) -> MemoryPlan:
+    """The memory plan of :func:`train_gradiend` (:mod:`gradiend.memory`), from sizes only: no gradient computed.
+
+    The GRADIEND's n is the pre-pruned count when ``pre_prune_topk`` is set; the validation storage follows the
+    same rule as the run (:func:`validation_storage`).
+    """
+    full = selection.input_dim
+    n = topk_count(gradients.pre_prune_topk, full) if gradients.pre_prune_topk is not None else full
+    rows, _ = validation_rows(data.pairs, task=task, source=train.source, max_rows=gradients.validation_rows,
+                              seed=train.seeds[0])
+    stored = validation_storage(len(rows), n, gradients, train) == "stored"
+    model = lm.model
+    params = selection.parameters(model)
+    selected: dict[str, int] = {}
+    for p in params:
+        selected[device_name(p.device)] = selected.get(device_name(p.device), 0) + p.numel()
+    kinds = needed_kinds(train.source, train.target)
+    shape = TrainingShape(
+        weights=bytes_by_device([*model.parameters(), *model.buffers()]),
+        selected_numel=selected,
+        model_itemsize=params[0].element_size(),
+        activation_bytes=activation_bytes(model, gradients.rows_per_gradient * _tokens_per_row(lm, data, task)),
+        input_dim=n, full_dim=full, pre_prune=n < full,
+        n_flat=len(kinds) + ("diff" in (train.source, train.target)) + (train.torch_dtype != torch.float32),
+        seeds=len(train.seeds), latent_dim=train.latent_dim, gradiend_itemsize=train.torch_dtype.itemsize,
+        gradiend_device=device_name(device), validation_rows=len(rows),
+        validation_itemsize=VALIDATION_DTYPES[gradients.validation_dtype].itemsize if stored else None,
+        batched_backward=len(kinds) > 1 and sum(p.numel() for p in params) >= BATCHED_BACKWARD_MIN_PARAMS,
+    )
+    return plan_training(shape)
 
 
-def _available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux); None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+def _tokens_per_row(lm: LoadedModel, data: FeatureData, task: Task, sample: int = 64) -> int:
+    """Tokens one row feeds the forward pass: mean length of up to ``sample`` train rows (a causal LM scores the
+    factual and the alternative continuation: two sequences)."""
+    texts = [t for rows in task.rows(data.pairs, "train").values() for t in rows["masked"].head(sample)][:sample]
+    if not texts:
+        return 0
+    lengths = [len(ids) for ids in lm.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    per_sequence = math.ceil(sum(lengths) / len(lengths)) + 2  # the target word's pieces
+    return per_sequence * (2 if lm.family is ModelFamily.CAUSAL else 1)

@@ -183,7 +183,9 @@ def estimate_resources(config: ExperimentConfig) -> Resources:
     is known only once the model is loaded). None when the model's size cannot be read without loading it (a hub
     id): Ray then places the run by CPUs and GPUs alone.
     """
-    on_gpu = str(config.model.device).startswith("cuda")
+    from gradiend.devices import gradiend_device, model_device
+
+    on_gpu = str(model_device(config.model.device)).startswith(("cuda", "shard"))  # auto: this machine's GPUs
     n_params = model_parameter_count(config.model.spec)
     if n_params is None:
         return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
@@ -191,7 +193,7 @@ def estimate_resources(config: ExperimentConfig) -> Resources:
 
     weights = n_params * _DTYPE_BYTES.get(config.model.dtype, 4)
     memory = weights * (1 if on_gpu else 2) + _OVERHEAD_BYTES
-    if not str(config.train.device).startswith("cuda"):
+    if not gradiend_device(config.train.device).startswith("cuda"):
         memory += gradiend_memory(_pruned(n_params, config.gradients.pre_prune_topk), config.train)
     return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, memory_bytes=memory)
 

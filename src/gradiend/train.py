@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gradiend.devices import gradiend_device
 from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientBatch, GradientKind
 from gradiend.model import ACTIVATIONS, ODD_ACTIVATIONS, Gradiend, GradiendMeta, activation_name, topk_count
@@ -66,7 +67,8 @@ class TrainConfig:
     post_prune_steps: int = 0
     post_prune_lr: float | None = None
     dtype: str = "float32"
-    device: str = field(default="cpu", metadata={"fingerprint": False})  # where, not what: not fingerprinted
+    # where, not what: not fingerprinted; "auto" = the last GPU, else the CPU (gradiend.devices.gradiend_device)
+    device: str = field(default="auto", metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
         for name in ("source", "target"):
@@ -182,6 +184,7 @@ def fit(
     Memory: ``memory_estimate(n) + n·(3 params)`` bytes per seed (the best-checkpoint copy).
     """
     config = config if config is not None else TrainConfig()
+    config = replace(config, device=gradiend_device(config.device))
     meta = replace(template_meta or GradiendMeta(), source=config.source, target=config.target)
     run = _Run([_new_model(input_dim, config, meta, seed) for seed in config.seeds], config, validation)
     _loop(run, batches, config, input_dim, progress, desc="GRADIEND")
@@ -294,9 +297,14 @@ class _Run:
         self.log: list[dict[str, Any]] = []
 
     def train_step(self, source: torch.Tensor, target: torch.Tensor) -> None:
-        """One AdamW step for every seed on the same (source, target); the summed loss keeps seeds independent."""
+        """One AdamW step for every seed on the same (source, target); the summed loss keeps seeds independent.
+
+        The squared error is reduced in float32 whatever the GRADIEND's dtype (a bfloat16 mean over 10^7 entries
+        would lose the small per-entry errors that carry the signal).
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        losses = torch.stack([F.mse_loss(m(source)[0], target) for m in self.models])
+        target32 = target.float()
+        losses = torch.stack([F.mse_loss(m(source)[0].float(), target32) for m in self.models])
         losses.sum().backward()
         self.optimizer.step()
         self.loss_sum += losses.detach().double()

@@ -41,12 +41,16 @@ class GradientComputer:
     parameters carry ``requires_grad``, so autograd neither builds graph nor computes gradients for the rest.
     """
 
-    def __init__(self, lm: LoadedModel, selection: ParamSelection, objective: Objective | None = None) -> None:
+    def __init__(
+        self, lm: LoadedModel, selection: ParamSelection, objective: Objective | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
         if not selection.specs or selection.input_dim == 0:
             raise GradiendError("parameter selection is empty: select at least one base-model parameter")
         self.lm = lm
         self.selection = selection
         self.objective = objective or gradient_objective(lm)
+        self.device = device  # where the flat vectors are assembled (the GRADIEND's); None: the first parameter's
         self.params = selection.parameters(lm.model)
         # may several losses share one batched backward? None: try it; False: one backward per loss
         large = sum(p.numel() for p in self.params) >= BATCHED_BACKWARD_MIN_PARAMS
@@ -157,13 +161,16 @@ class GradientComputer:
                 self._batched = False
             else:
                 self._batched = True
-                return [self.selection.flatten([g[i] for g in grads], dtype=torch.float32)
-                        for i in range(len(losses))]
+                return [self._flatten([g[i] for g in grads]) for i in range(len(losses))]
         return [self._grad(loss, retain=i + 1 < len(losses)) for i, loss in enumerate(losses)]
 
     def _grad(self, loss: torch.Tensor, retain: bool) -> torch.Tensor:
         grads = torch.autograd.grad(loss, self.params, retain_graph=retain, allow_unused=True, materialize_grads=True)
-        return self.selection.flatten(grads, dtype=torch.float32)
+        return self._flatten(grads)
+
+    def _flatten(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-shard gradients as one float32 vector on the computer's device (float32 even for a bf16 model)."""
+        return self.selection.flatten(grads, dtype=torch.float32, device=self.device)
 
     def _check(self, grad: torch.Tensor, kind: str, rows: Sequence[PairRow], first_index: int = 0) -> None:
         # one pass over the vector: the norm is NaN/inf if an entry is, and 0 only if all are

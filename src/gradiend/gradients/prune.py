@@ -12,6 +12,7 @@ import logging
 import random
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -26,8 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def top_k_indices(importance: torch.Tensor, k: int) -> torch.Tensor:
-    """Sorted positions of the k largest values; ties at the threshold go to the lowest positions."""
-    threshold = torch.topk(importance, k, sorted=False).values.min()
+    """Sorted positions of the k largest values; ties at the threshold go to the lowest positions.
+
+    The threshold (the k-th largest value) comes from a partial sort of one copy of the values
+    (``numpy.partition``); ``torch.topk`` with a large k kept a (value, index) pair per entry, which on a
+    134M-parameter selection was 1.6 GB more at the pre-prune peak.
+    """
+    values = importance.detach().float().cpu()
+    threshold = torch.as_tensor(np.partition(values.numpy(), values.numel() - k)[values.numel() - k])
+    importance = values
     above = (importance > threshold).nonzero().squeeze(1)
     ties = (importance == threshold).nonzero().squeeze(1)[: k - above.numel()]
     return torch.cat([above, ties]).sort().values
@@ -52,8 +60,8 @@ def importance(computer: GradientComputer, rows: pd.DataFrame, source: str, chun
     total = torch.zeros(computer.input_dim, dtype=torch.float32)
     for start in range(0, len(rows), chunk_rows):
         part = rows.iloc[start : start + chunk_rows]
-        total += computer.mean_gradient(part, source).cpu() * len(part)
-    return (total / len(rows)).abs()
+        total.add_(computer.mean_gradient(part, source).cpu(), alpha=len(part))
+    return total.div_(len(rows)).abs_()  # in place: no further full-selection vectors
 
 
 def pre_prune(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 
 from gradiend import assets
 from gradiend._malloc import keep_freed_memory
+from gradiend.devices import DeviceSpec, model_device, place
 from gradiend.errors import GradiendError
 
 log = logging.getLogger(__name__)
@@ -82,14 +84,17 @@ def load_model(
     spec: str | Path,
     *,
     dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | Mapping[str, Any] = "cpu",
 ) -> LoadedModel:
     """Load ``spec`` (hub id, local dir, ``.gguf`` file or ``offline:<name>``) in eval mode.
 
-    Raises :class:`GradiendError` with a one-line message for a spec that is not a usable model. For a CPU
-    model, glibc malloc is tuned once per process to reuse freed large blocks (:mod:`gradiend._malloc`).
+    ``device`` is a device, ``"auto"`` (the first GPU, else the CPU), ``"shard"`` (spread over the GPUs) or an
+    accelerate device map (:mod:`gradiend.devices`). Raises :class:`GradiendError` with a one-line message for a
+    spec that is not a usable model. For a CPU model, glibc malloc is tuned once per process to reuse freed large
+    blocks (:mod:`gradiend._malloc`).
     """
-    if torch.device(device).type == "cpu":
+    placement = model_device(device if isinstance(device, Mapping) else str(device))
+    if placement == "cpu":
         keep_freed_memory()
     spec_str = str(spec)
     if assets.is_offline_name(spec_str):
@@ -106,7 +111,7 @@ def load_model(
         from gradiend.lm.gguf import load_gguf
 
         model, tokenizer = load_gguf(path, dtype=dtype)
-        return _finish(model.to(device), tokenizer, spec_str)
+        return _finish(place(model, placement, dtype), tokenizer, spec_str)
 
     if path.is_file():
         raise GradiendError(
@@ -114,10 +119,10 @@ def load_model(
         )
     if path.is_dir() and not (path / "config.json").is_file():
         raise GradiendError(f"directory {spec_str!r} is not a Hugging Face model directory (no config.json)")
-    return _load_hf(str(path) if path.is_dir() else spec_str, spec_str, dtype, device)
+    return _load_hf(str(path) if path.is_dir() else spec_str, spec_str, dtype, placement)
 
 
-def _load_hf(source: str, spec: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
+def _load_hf(source: str, spec: str, dtype: torch.dtype, placement: DeviceSpec) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     try:
@@ -135,7 +140,7 @@ def _load_hf(source: str, spec: str, dtype: torch.dtype, device: str | torch.dev
             f"model {spec!r} lacks trained LM-head weights ({', '.join(sorted(missing)[:3])}); gradiend needs {_EXPECTED}"
         )
     tokenizer = AutoTokenizer.from_pretrained(source)
-    return _finish(model.to(device), tokenizer, spec)
+    return _finish(place(model, placement, dtype), tokenizer, spec)
 
 
 def _is_head_key(key: str) -> bool:

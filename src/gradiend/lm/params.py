@@ -129,21 +129,27 @@ class ParamSelection:
             )
         return [named[n] for n in self.names]
 
-    def flatten(self, tensors: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Per-parameter tensors (e.g. gradients) as one input vector (kept positions only), in ``dtype``.
+    def flatten(
+        self, tensors: Sequence[torch.Tensor], dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Per-parameter tensors (e.g. gradients) as one input vector (kept positions only), in ``dtype``, on
+        ``device`` (default: the first tensor's).
 
         Writes each piece straight into one preallocated vector: no per-piece copies and no concatenation,
-        which matters when the vector has 10^8 entries.
+        which matters when the vector has 10^8 entries. The pieces of a sharded model are selected on their own
+        device and copied device-to-device into the slice (no host round trip); the cast to ``dtype`` (float32
+        for a bfloat16 model) happens in that copy.
         """
         if not tensors:
             return torch.empty(0, dtype=dtype or torch.float32)
         first = tensors[0]
-        out = torch.empty(self.input_dim, dtype=dtype or first.dtype, device=first.device)
+        out = torch.empty(self.input_dim, dtype=dtype or first.dtype, device=device or first.device)
         start = 0
         for t, k, size in zip(tensors, self.kept, self.sizes(), strict=True):
             flat = t.reshape(-1)
             piece = flat if k is None else flat.index_select(0, k.to(t.device))
-            out[start : start + size].copy_(piece)
+            out[start : start + size].copy_(piece, non_blocking=out.is_cuda)  # a GPU-to-host copy must block
             start += size
         return out
 
@@ -153,7 +159,10 @@ class ParamSelection:
 
     @torch.no_grad()
     def add_to_model(self, model: torch.nn.Module, vector: torch.Tensor, scale: float = 1.0) -> None:
-        """In place: θ[selected] += scale · vector (vector in input space)."""
+        """In place: θ[selected] += scale · vector (vector in input space).
+
+        Each slice goes to its own parameter's device (the shard that holds it) and is added there in place.
+        """
         for p, piece, k in zip(self.parameters(model), self.unflatten(vector), self.kept, strict=True):
             flat = p.view(-1)
             upd = piece.to(device=p.device, dtype=p.dtype) * scale
