@@ -29,6 +29,7 @@ import pandas as pd
 
 from gradiend import __version__
 from gradiend import constants as C
+from gradiend.artifacts import STAGE_OUTPUTS, Damage, damaged, manifest, raise_if_damaged
 from gradiend.config import DataSection, ExperimentConfig, data_fingerprint_of, save_config, stage_fingerprint
 from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_data
 from gradiend.errors import GradiendError
@@ -86,16 +87,35 @@ class Run:
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def recorded(self) -> dict[str, Any]:
+        """The finished stages' records; a damaged ``stages.json`` counts as none finished (all redone)."""
         path = self.metrics / STAGES_FILE
-        return read_json(path) if path.is_file() else {}
+        try:
+            stages = read_json(path) if path.is_file() else {}
+        except GradiendError as exc:
+            log.warning("%s; every stage will be redone", exc)
+            return {}
+        return stages if isinstance(stages, dict) else {}
 
     def fingerprint(self, stage: str) -> str:
         return stage_fingerprint(self.config, _FINGERPRINT_OF[stage])
 
     def is_done(self, stage: str) -> bool:
+        """The stage's recorded fingerprint matches the config and every artifact it recorded is intact."""
         if stage == "data":  # recorded in the data set itself, which several runs may share
-            return data_fingerprint(self.data_dir) == self.fingerprint("data")
-        return self.recorded().get(stage, {}).get("fingerprint") == self.fingerprint(stage)
+            fresh = data_fingerprint(self.data_dir) == self.fingerprint("data")
+        else:
+            fresh = self.recorded().get(stage, {}).get("fingerprint") == self.fingerprint(stage)
+        return fresh and self._intact(stage)
+
+    def damaged(self, stage: str) -> list[Damage]:
+        """The artifacts ``stage`` recorded that are missing or changed (none when nothing was recorded)."""
+        return damaged(self.dir, self.recorded().get(stage, {}).get("artifacts", {}))
+
+    def _intact(self, stage: str) -> bool:
+        problems = self.damaged(stage)
+        for p in problems:
+            log.warning("stage %s: %s; the stage will be redone", stage, p.describe(self.dir))
+        return not problems
 
     def invalidate_from(self, stage: str) -> None:
         """Forget ``stage`` and every later one (their artifacts depend on it)."""
@@ -107,7 +127,8 @@ class Run:
         if stage == "data":
             record_data_fingerprint(self.data_dir, self.fingerprint("data"))
         stages = self.recorded()
-        stages[stage] = {"fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3)}
+        stages[stage] = {"fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3),
+                         "artifacts": manifest(self.dir, STAGE_OUTPUTS[stage])}
         write_json(self.metrics / STAGES_FILE, stages)
         write_json(self.metrics / TIMINGS_FILE, {k: v["seconds"] for k, v in stages.items()})
 
@@ -199,11 +220,14 @@ def make_data(d: DataSection) -> FeatureData:
                        max_documents=d.max_documents, hf_config=d.hf_config, hf_split=d.hf_split)
 
 
-def create_dataset(d: DataSection, data_dir: str | Path) -> FeatureData:
-    """Create (or keep, when its recorded fingerprint matches) the data set of a ``[data]`` section in ``data_dir``."""
+def create_dataset(d: DataSection, data_dir: str | Path, rebuild: bool = False) -> FeatureData:
+    """Create (or keep, when its recorded fingerprint matches) the data set of a ``[data]`` section in ``data_dir``.
+
+    ``rebuild`` creates it even then (its files were found damaged).
+    """
     data_dir = Path(data_dir)
     fingerprint = data_fingerprint_of(d)
-    if data_fingerprint(data_dir) == fingerprint:
+    if not rebuild and data_fingerprint(data_dir) == fingerprint:
         log.info("data set %s: up to date, kept", data_dir)
         return load_data(data_dir)
     data = make_data(d)
@@ -217,7 +241,10 @@ def data_fingerprint(data_dir: Path) -> str | None:
     path = data_dir / C.DATA_META_FILE
     if not path.is_file():
         return None
-    meta = read_json(path)
+    try:
+        meta = read_json(path)
+    except GradiendError:  # damaged: the data set counts as not created
+        return None
     return meta.get("stage_fingerprint") if isinstance(meta, dict) else None
 
 
@@ -244,8 +271,9 @@ def record_data_fingerprint(data_dir: Path, fingerprint: str) -> None:
 
 
 def stage_data(r: Run) -> FeatureData:
+    rebuild = bool(r.damaged("data"))
     with r.stage("data"):
-        return create_dataset(r.config.data, r.data_dir)
+        return create_dataset(r.config.data, r.data_dir, rebuild=rebuild)
 
 
 def stage_train(r: Run) -> None:
@@ -347,6 +375,20 @@ def provenance() -> dict[str, str]:
 
     return {"gradiend": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def verify_run(run_dir: str | Path, stages: tuple[str, ...] = STAGES) -> None:
+    """Raise a clear error when an artifact of a finished stage of ``run_dir`` is missing or damaged.
+
+    For commands that read a run without redoing its stages (``rewrite``, ``report``, ``compare``); the message
+    names the file and the command that redoes the stage.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / C.METRICS_DIR / STAGES_FILE
+    recorded = read_json(path) if path.is_file() else {}
+    for stage in stages:
+        way_out = (f"the {stage} stage must be redone: gradiend run {run_dir / C.CONFIG_FILE} --out {run_dir}")
+        raise_if_damaged(run_dir, recorded.get(stage, {}).get("artifacts", {}), way_out)
 
 
 def read_counts(run_dir: str | Path) -> pd.DataFrame:
