@@ -80,6 +80,34 @@ def make_tiny(bert_tokenizer, causal_tokenizer) -> Callable[..., LoadedModel]:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, make_tiny):
+    """A tiny random BERT (seed 3) saved as a Hugging Face model directory with its real tokenizer."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    lm = make_tiny("bert", seed=3)
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory, tiny_model_dir):
+    """(config, run directory) of the whole pipeline on the tiny BERT (tests/test_pipeline.py's CONFIG).
+
+    Shared: a test that damages it must leave it intact (re-run it) or work on a copy.
+    """
+    from gradiend.config import load_config
+    from gradiend.pipeline import STAGES, run
+    from test_pipeline import CONFIG
+
+    out = tmp_path_factory.mktemp("finished-run")
+    (out / "tiny.toml").write_text(CONFIG.format(out=out, model=tiny_model_dir))
+    config = load_config(out / "tiny.toml")
+    result = run(config, progress=False)
+    assert result.ran == list(STAGES)
+    return config, result.run_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(make_tiny) -> LoadedModel:
     return make_tiny("bert")
 

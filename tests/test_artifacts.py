@@ -24,11 +24,9 @@ from gradiend.artifacts import (
     manifest,
 )
 from gradiend.cli import cli
-from gradiend.config import load_config
 from gradiend.errors import GradiendError
 from gradiend.model import Gradiend
 from gradiend.pipeline import STAGES, Run, run
-from test_pipeline import CONFIG
 
 MODES = ("truncate", "flip", "delete")
 
@@ -46,23 +44,9 @@ def damage(path: Path, mode: str) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model_dir):
-    out = tmp_path_factory.mktemp("runs")
-    (out / "tiny.toml").write_text(CONFIG.format(out=out, model=tiny_model_dir))
-    config = load_config(out / "tiny.toml")
-    result = run(config, progress=False)
-    assert result.ran == list(STAGES)
-    return config, result.run_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, make_tiny) -> Path:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    lm = make_tiny("bert", seed=3)
-    lm.model.save_pretrained(path)
-    lm.tokenizer.save_pretrained(path)
-    return path
+@pytest.fixture
+def finished(finished_tiny_run):
+    return finished_tiny_run
 
 
 def recorded_artifacts(run_dir: Path) -> dict[str, list[str]]:

@@ -277,14 +277,16 @@ def stage_data(r: Run) -> FeatureData:
 
 
 def stage_train(r: Run) -> None:
+    from gradiend.checkpoint import Checkpointer
     from gradiend.stages import select, train_gradiend
 
     data = load_data(r.data_dir)
     m = r.config.model
+    checkpoint = Checkpointer(r.dir / C.CHECKPOINT_DIR, r.config.train.checkpoint, r.fingerprint("train"))
     with r.stage("train"):
         selection = select(r.lm, m.params, m.layers)
         result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, task=r.task,
-                                progress=r.progress)
+                                progress=r.progress, checkpoint=checkpoint)
         result.gradiend.save_pretrained(r.gradiend_dir)
         write_jsonl(r.metrics / C.TRAINING_LOG_FILE, result.log)
         write_json(r.metrics / "seeds.json", {
@@ -293,6 +295,7 @@ def stage_train(r: Run) -> None:
         })
         if not result.converged:
             log.warning("the GRADIEND did not converge (see metrics/seeds.json); later stages still run")
+    checkpoint.remove()  # the stage is recorded: its checkpoint is no longer needed
 
 
 def _gradiend(r: Run):

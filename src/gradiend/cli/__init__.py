@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 import click
@@ -51,8 +52,18 @@ def cli(verbose: int) -> None:
     logging.getLogger("gradiend").setLevel(min(level, logging.INFO))
 
 
+INTERRUPTED = ("interrupted: no stage was left half-written; run the same command again to resume "
+               "(training continues from its last checkpoint)")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a run like Ctrl-C: stages write atomically, so stopping anywhere leaves a consistent run."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2; Ctrl-C / SIGTERM exit 130."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -60,8 +71,8 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except (GradiendError, MissingExtraError) as exc:
         click.echo(f"error: {exc}", err=True)
