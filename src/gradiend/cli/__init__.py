@@ -77,3 +77,14 @@ def main() -> None:
     except (GradiendError, MissingExtraError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # the environment: disk full, a path that cannot be created, permissions
+        click.echo(f"error: {_os_error(exc)}", err=True)
+        sys.exit(1)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError: what failed, on which file, and the way out (nothing half-written was kept)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    return (f"cannot write or read{where}: {what}; free space or choose another output path, then run the command "
+            "again (files are written atomically: nothing half-written was kept)")
