@@ -24,9 +24,11 @@ from gradiend.artifacts import (
     manifest,
 )
 from gradiend.cli import cli
+from gradiend.config import load_config
 from gradiend.errors import GradiendError
 from gradiend.model import Gradiend
 from gradiend.pipeline import STAGES, Run, run
+from test_pipeline import CONFIG
 
 MODES = ("truncate", "flip", "delete")
 
@@ -167,3 +169,19 @@ def test_manifest_skips_atomic_write_leftovers(tmp_path):
     got = manifest(tmp_path, ["d/", "missing.json"])
     assert list(got) == ["d/a.bin"]
     assert got["d/a.bin"]["blake2b"] == hashlib.blake2b(b"x" * 3_000_000, digest_size=32).hexdigest()
+
+
+def test_damaged_stage_whose_inputs_are_gone_names_both(tmp_path, tiny_model_dir):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (tmp_path / "tiny.toml").write_text(CONFIG.format(out=tmp_path, model=model))
+    config = load_config(tmp_path / "tiny.toml")
+    assert run(config, until="train", progress=False).ran == ["data", "train"]
+    shutil.rmtree(model)  # the input needed to redo the train stage is gone
+    damage(config.run_dir / "gradiend/model.safetensors", "flip")
+    with pytest.raises(GradiendError) as exc:
+        run(config, until="train", progress=False)
+    msg = str(exc.value)
+    assert msg.startswith(f"{config.run_dir}/gradiend/model.safetensors is damaged: its content changed")
+    assert "so the train stage was redone, but redoing it failed: cannot load model" in msg
+    assert "train" not in json.loads((config.run_dir / C.METRICS_DIR / C.STAGES_FILE).read_text())

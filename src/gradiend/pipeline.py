@@ -65,6 +65,7 @@ class Run:
         self.dir = Path(run_dir) if run_dir is not None else config.run_dir
         self.progress = progress
         self._lm: LoadedModel | Callable[[], LoadedModel] | None = None
+        self.last_damage: dict[str, list[Damage]] = {}  # what is_done found damaged, per stage
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -112,7 +113,7 @@ class Run:
         return damaged(self.dir, self.recorded().get(stage, {}).get("artifacts", {}))
 
     def _intact(self, stage: str) -> bool:
-        problems = self.damaged(stage)
+        problems = self.last_damage[stage] = self.damaged(stage)
         for p in problems:
             log.warning("stage %s: %s; the stage will be redone", stage, p.describe(self.dir))
         return not problems
@@ -190,12 +191,23 @@ def run(
             continue
         if not redo:  # the versions that produce this run's artifacts from here on
             write_json(r.metrics / C.PROVENANCE_FILE, provenance())
+        _run_stage(r, name, damage=[] if redo else r.last_damage.get(name, []))
         redo = True
-        STAGE_FUNCTIONS[name](r)
         result.ran.append(name)
     report = r.dir / C.REPORT_FILE
     result.report = report if report.is_file() else None
     return result
+
+
+def _run_stage(r: Run, name: str, damage: list[Damage]) -> None:
+    """Run one stage; when it is redone because its artifacts were damaged and cannot be, say both."""
+    try:
+        STAGE_FUNCTIONS[name](r)
+    except GradiendError as exc:
+        if not damage:
+            raise
+        raise GradiendError(f"{damage[0].describe(r.dir)}, so the {name} stage was redone, but redoing it failed: "
+                            f"{exc}") from None
 
 
 # --- the stages ------------------------------------------------------------------------------------
