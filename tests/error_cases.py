@@ -316,7 +316,7 @@ CASES: tuple[Case, ...] = (
          setup=both(lambda t: __import__("shutil").copytree(t / "run/gradiend", t / "g2"),
                     edit_json("g2/config.json", base_model="another-model")), absent=("cmp",)),
     Case("data-dir-truncated", "runs", "a data directory whose pairs.parquet was cut short",
-         ("train", "--model", "{model}", "--data", "{data}", "--out", "{tmp}/out"), "cannot be read as parquet",
+         ("train", "--model", "{model}", "--data", "{data}", "--out", "{tmp}/out"), "pairs.parquet is damaged",
          setup=truncate("data/pairs.parquet"), absent=("out/gradiend",)),
     Case("data-dir-future-format", "runs", "a data directory of a newer format version",
          ("train", "--model", "{model}", "--data", "{data}", "--out", "{tmp}/out"), "newer than this gradiend reads",

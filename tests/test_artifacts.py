@@ -52,15 +52,23 @@ def finished(finished_tiny_run):
 
 
 def recorded_artifacts(run_dir: Path) -> dict[str, list[str]]:
+    """Each stage's recorded files; the data set records its own in data.json (a study may share it)."""
     stages = json.loads((run_dir / C.METRICS_DIR / C.STAGES_FILE).read_text())
-    return {stage: sorted(stages[stage]["artifacts"]) for stage in STAGES}
+    files = {stage: sorted(stages[stage]["artifacts"]) for stage in STAGES}
+    files["data"] = sorted([f"data/{C.DATA_META_FILE}", *(f"data/{f}" for f in data_records(run_dir))])
+    return files
+
+
+def data_records(run_dir: Path) -> dict[str, dict]:
+    return json.loads((run_dir / "data" / C.DATA_META_FILE).read_text())["files"]
 
 
 def test_every_stage_records_size_and_hash_of_what_it_wrote(finished):
     _, run_dir = finished
     stages = json.loads((run_dir / C.METRICS_DIR / C.STAGES_FILE).read_text())
     files = recorded_artifacts(run_dir)
-    assert {"data/pairs.parquet", "data/neutral.parquet", "data/data.json"} <= set(files["data"])
+    assert files["data"] == ["data/data.json", "data/neutral.parquet", "data/pairs.parquet"]
+    assert stages["data"]["artifacts"] == {}
     assert files["train"] == ["gradiend/config.json", "gradiend/model.safetensors", "metrics/seeds.json",
                               "metrics/training.jsonl"]
     assert files["encoder"] == ["metrics/encoder.json", "metrics/encodings.parquet"]
@@ -106,7 +114,9 @@ def test_next_run_redoes_exactly_the_damaged_stage(finished, stage, rel, mode):
     assert result.skipped == list(STAGES[: STAGES.index(stage)])
     assert result.ran == list(STAGES[STAGES.index(stage):])
     stages = json.loads((run_dir / C.METRICS_DIR / C.STAGES_FILE).read_text())
-    assert stages[stage]["artifacts"][rel]["blake2b"] == file_digest(run_dir / rel)  # rewritten and re-recorded
+    records = data_records(run_dir) if stage == "data" else stages[stage]["artifacts"]
+    key = rel.removeprefix("data/") if stage == "data" else rel
+    assert records[key]["blake2b"] == file_digest(run_dir / rel)  # rewritten and re-recorded
     assert run(config, progress=False).ran == []
 
 

@@ -26,8 +26,9 @@ CHUNK_BYTES = 1 << 20
 MIN_FORMAT_VERSION = 1
 
 #: what each pipeline stage writes, relative to the run directory (a trailing "/" = every file below)
+#: (the data set records its own files in data.json, since several runs may share it: see ``data_damage``)
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "data": (f"{C.DATA_DIR}/",),
+    "data": (),
     "train": (f"{C.GRADIEND_DIR}/", f"{C.METRICS_DIR}/{C.TRAINING_LOG_FILE}", f"{C.METRICS_DIR}/seeds.json"),
     "encoder": (f"{C.METRICS_DIR}/{C.ENCODER_METRICS_FILE}", f"{C.METRICS_DIR}/{C.ENCODINGS_FILE}"),
     "decoder": (f"{C.METRICS_DIR}/{C.DECODER_METRICS_FILE}", f"{C.METRICS_DIR}/{C.DECODER_GRID_FILE}"),
@@ -102,6 +103,20 @@ def _check_file(path: Path, record: Mapping[str, Any]) -> str | None:
     if "blake2b" in record and file_digest(path) != record["blake2b"]:
         return "damaged: its content changed after it was written (hash mismatch)"
     return None
+
+
+def data_damage(data_dir: Path) -> list[Damage]:
+    """A data set's files against the records in its own ``data.json`` (an unreadable data.json is damage)."""
+    from gradiend.io import read_json
+
+    meta_path = data_dir / C.DATA_META_FILE
+    if not meta_path.is_file():
+        return [Damage(C.DATA_META_FILE, "missing")]
+    try:
+        meta = read_json(meta_path)
+    except GradiendError:
+        return [Damage(C.DATA_META_FILE, "damaged: not valid JSON")]
+    return damaged(data_dir, meta.get("files") or {}) if isinstance(meta, dict) else []
 
 
 def raise_if_damaged(root: Path, recorded: Mapping[str, Mapping[str, Any]], way_out: str) -> None:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from gradiend import __version__
 from gradiend import constants as C
-from gradiend.artifacts import STAGE_OUTPUTS, Damage, damaged, manifest, raise_if_damaged
+from gradiend.artifacts import STAGE_OUTPUTS, Damage, DamagedArtifactError, damaged, data_damage, manifest
 from gradiend.config import DataSection, ExperimentConfig, data_fingerprint_of, save_config, stage_fingerprint
 from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_data
 from gradiend.errors import GradiendError
@@ -109,8 +109,11 @@ class Run:
         return fresh and self._intact(stage)
 
     def damaged(self, stage: str) -> list[Damage]:
-        """The artifacts ``stage`` recorded that are missing or changed (none when nothing was recorded)."""
-        return damaged(self.dir, self.recorded().get(stage, {}).get("artifacts", {}))
+        """The artifacts ``stage`` recorded that are missing or changed (none when nothing was recorded).
+
+        The data set checks itself (data.json records its files): a study may share it and legitimately replace it.
+        """
+        return stage_damage(self.dir, stage, self.recorded().get(stage, {}))
 
     def _intact(self, stage: str) -> bool:
         problems = self.last_damage[stage] = self.damaged(stage)
@@ -401,9 +404,18 @@ def verify_run(run_dir: str | Path, stages: tuple[str, ...] = STAGES) -> None:
     run_dir = Path(run_dir)
     path = run_dir / C.METRICS_DIR / STAGES_FILE
     recorded = read_json(path) if path.is_file() else {}
-    for stage in stages:
-        way_out = (f"the {stage} stage must be redone: gradiend run {run_dir / C.CONFIG_FILE} --out {run_dir}")
-        raise_if_damaged(run_dir, recorded.get(stage, {}).get("artifacts", {}), way_out)
+    for stage in (s for s in stages if s in recorded):
+        problems = stage_damage(run_dir, stage, recorded[stage])
+        if problems:
+            raise DamagedArtifactError(f"{problems[0].describe(run_dir)}; the {stage} stage must be redone: "
+                                       f"gradiend run {run_dir / C.CONFIG_FILE} --out {run_dir}")
+
+
+def stage_damage(run_dir: Path, stage: str, record: dict[str, Any]) -> list[Damage]:
+    """The damaged artifacts of one stage: its recorded manifest, or for data the data set's own records."""
+    if stage == "data":
+        return [Damage(f"{C.DATA_DIR}/{d.path}", d.reason) for d in data_damage(run_dir / C.DATA_DIR)]
+    return damaged(run_dir, record.get("artifacts", {}))
 
 
 def read_counts(run_dir: str | Path) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradiend.artifacts import check_format_version
+from gradiend.artifacts import check_format_version, manifest, raise_if_damaged
 from gradiend.constants import DATA_META_FILE, NEUTRAL_FILE, PAIRS_FILE
 from gradiend.data.config import SPLITS
 from gradiend.data.corpus import Document
@@ -81,7 +81,7 @@ def save_data(data: FeatureData, path: str | os.PathLike[str]) -> Path:
     with atomic_dir(path) as tmp:
         data.pairs.to_parquet(tmp / PAIRS_FILE, index=False)
         data.neutral.to_parquet(tmp / NEUTRAL_FILE, index=False)
-        write_json(tmp / DATA_META_FILE, data.meta)
+        write_json(tmp / DATA_META_FILE, {**data.meta, "files": manifest(tmp, (PAIRS_FILE, NEUTRAL_FILE))})
     return path
 
 
@@ -97,6 +97,8 @@ def load_data(path: str | os.PathLike[str]) -> FeatureData:
     if not isinstance(meta, dict) or "feature" not in meta:
         raise GradiendError(f"{path / DATA_META_FILE} has no 'feature' entry; re-create the data directory")
     check_format_version(meta.get("format_version"), path / DATA_META_FILE)
+    raise_if_damaged(path, meta.pop("files", None) or {}, "re-create the data directory (gradiend data, or "
+                     "gradiend run CONFIG redoes the data stage of its run)")  # the records describe the files only
     pairs = _read_table(path / PAIRS_FILE, PAIR_COLUMNS)
     neutral = _read_table(path / NEUTRAL_FILE, NEUTRAL_COLUMNS)
     return FeatureData(pairs, neutral, meta, Feature.from_dict(meta["feature"]))
