@@ -352,7 +352,7 @@ CASES: tuple[Case, ...] = (
     Case("env-missing-extra-datasets", "environment", "a Hugging Face dataset id without the datasets package",
          ("data", "--texts", "someone/dataset", *CLASSES, *DATA_OUT), "pip install 'gradiend[data]'",
          patch=("datasets", "no-module"), absent=("out",)),
-    Case("env-missing-extra-spacy", "environment", "--splitter spacy without spaCy installed",
-         ("data", "--texts", "{tmp}/t.txt", *CLASSES, "--splitter", "spacy", *DATA_OUT), "pip install 'gradiend[",
-         setup=write("t.txt", "He said so.\n"), patch=("spacy", "no-module"), absent=("out",)),
+    Case("env-missing-extra-gguf", "environment", "a .gguf model without the gguf package",
+         ("train", "--model", "{tmp}/m.gguf", "--data", "{data}", "--out", "{tmp}/out"), "pip install 'gradiend[gguf]'",
+         setup=write("m.gguf", b"GGUF junk"), patch=("gguf", "no-module"), absent=("out/gradiend",)),
 )
