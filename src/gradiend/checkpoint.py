@@ -107,25 +107,25 @@ class Checkpointer:
         state_path = self.directory / STATE_FILE
         if not state_path.is_file():
             return None
-        problem = self._problem(state_path)
+        state, problem = self._read(state_path)
         if problem:
             log.warning("ignoring the checkpoint in %s (%s); training starts from step 0", self.directory, problem)
             return None
-        state = read_json(state_path)
         tensors = load_file(str(self.directory / TENSORS_FILE))
         restore_rng(tensors, state["rng"])
         log.info("resuming training from the checkpoint at step %s (%s)", state.get("step"), self.directory)
         return Snapshot({k: v for k, v in tensors.items() if not k.startswith("rng.")}, state)
 
-    def _problem(self, state_path: Path) -> str | None:
+    def _read(self, state_path: Path) -> tuple[dict[str, Any], str | None]:
+        """The checkpoint's state and what makes it unusable (None: usable)."""
         try:
             state = read_json(state_path)
         except GradiendError as exc:
-            return str(exc)
-        if state.get("format_version") != CHECKPOINT_FORMAT or state.get("key") != self.key:
-            return "it belongs to another training configuration or gradiend version"
+            return {}, str(exc)
+        if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT or state.get("key") != self.key:
+            return {}, "it belongs to another training configuration or gradiend version"
         bad = damaged(self.directory, state.get("files", {}))
-        return bad[0].describe(self.directory) if bad else None
+        return state, bad[0].describe(self.directory) if bad else None
 
     def remove(self) -> None:
         """Delete the checkpoint (the stage it belonged to has finished)."""

@@ -75,11 +75,16 @@ def main() -> None:
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except (GradiendError, MissingExtraError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(f"error: {exc}", exc, 2)
     except OSError as exc:  # the environment: disk full, a path that cannot be created, permissions
-        click.echo(f"error: {_os_error(exc)}", err=True)
-        sys.exit(1)
+        _fail(f"error: {_os_error(exc)}", exc, 1)
+
+
+def _fail(line: str, exc: BaseException, code: int) -> None:
+    """One line on stderr (with -vv the traceback is logged first, for a bug report) and the exit code."""
+    logging.getLogger("gradiend").debug("the error's traceback:", exc_info=exc)
+    click.echo(line, err=True)
+    sys.exit(code)
 
 
 def _os_error(exc: OSError) -> str:
