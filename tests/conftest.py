@@ -80,14 +80,42 @@ def make_tiny(bert_tokenizer, causal_tokenizer) -> Callable[..., LoadedModel]:
     return lambda kind, seed=0: _tiny(kind, bert_tokenizer, causal_tokenizer, seed)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, make_tiny) -> Path:
-    """A tiny random BERT saved as a model directory (a study's base model, loadable by any process)."""
-    path = tmp_path_factory.mktemp("tiny-bert-study")
-    lm = make_tiny("bert", seed=5)
+def _saved_tiny(tmp_path_factory, make_tiny, name: str, seed: int) -> Path:
+    path = tmp_path_factory.mktemp(name)
+    lm = make_tiny("bert", seed=seed)
     lm.model.save_pretrained(path)
     lm.tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, make_tiny) -> Path:
+    """A tiny random BERT (seed 3) saved as a Hugging Face model directory with its real tokenizer."""
+    return _saved_tiny(tmp_path_factory, make_tiny, "tiny-bert", 3)
+
+
+@pytest.fixture(scope="session")
+def study_model_dir(tmp_path_factory, make_tiny) -> Path:
+    """A tiny random BERT (seed 5) saved as a model directory: a study's base model, loadable by any process."""
+    return _saved_tiny(tmp_path_factory, make_tiny, "tiny-bert-study", 5)
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory, tiny_model_dir):
+    """(config, run directory) of the whole pipeline on the tiny BERT (tests/test_pipeline.py's CONFIG).
+
+    Shared: a test that damages it must leave it intact (re-run it) or work on a copy.
+    """
+    from gradiend.config import load_config
+    from gradiend.pipeline import STAGES, run
+    from test_pipeline import CONFIG
+
+    out = tmp_path_factory.mktemp("finished-run")
+    (out / "tiny.toml").write_text(CONFIG.format(out=out, model=tiny_model_dir))
+    config = load_config(out / "tiny.toml")
+    result = run(config, progress=False)
+    assert result.ran == list(STAGES)
+    return config, result.run_dir
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,15 @@ from click.testing import CliRunner
 
 from gradiend.cli import cli
 from gradiend.constants import DATA_META_FILE, MASK, NEUTRAL_FILE, PAIRS_FILE
-from gradiend.data import PAIR_COLUMNS, DataConfig, Feature, create_data, load_data, load_documents
+from gradiend.data import (
+    PAIR_COLUMNS,
+    DataConfig,
+    Feature,
+    FeatureData,
+    create_data,
+    load_data,
+    load_documents,
+)
 from gradiend.errors import GradiendError
 
 PRONOUNS = Feature.from_mapping({"3SG": ["he", "she", "it"], "3PL": ["they"]})
@@ -197,8 +205,11 @@ def test_save_load_round_trip_and_validation(tmp_path, town):
     with pytest.raises(GradiendError, match="is not a gradiend data directory: missing data.json"):
         load_data(tmp_path)
     data.pairs.drop(columns=["alternative"]).to_parquet(tmp_path / "d" / PAIRS_FILE)
+    with pytest.raises(GradiendError, match=r"pairs.parquet is damaged: \d+ bytes where \d+ were written"):
+        load_data(tmp_path / "d")  # changed after it was written: data.json's record no longer matches
+    FeatureData(data.pairs.drop(columns=["alternative"]), data.neutral, data.meta, data.feature).save(tmp_path / "e")
     with pytest.raises(GradiendError, match=r"pairs.parquet lacks column\(s\) \['alternative'\]"):
-        load_data(tmp_path / "d")
+        load_data(tmp_path / "e")
 
 
 def test_cli_writes_directory_and_prints_counts(tmp_path):

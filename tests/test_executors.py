@@ -137,13 +137,13 @@ def _suite(model: Path, out: Path, execution=None) -> dict:
             "base": {"model": {"spec": str(model)}, "train": {"steps": 2, "seeds": [0, 1]}}}
 
 
-def test_suite_validates_execution_and_runs_declare_memory(tmp_path, tiny_model_dir):
+def test_suite_validates_execution_and_runs_declare_memory(tmp_path, study_model_dir):
     with pytest.raises(GradiendError, match=r"unknown key\(s\) \['gpus'\] in \[execution\]"):
-        suite_from_dict(_suite(tiny_model_dir, tmp_path, {"gpus": 1}))
-    suite = suite_from_dict(_suite(tiny_model_dir, tmp_path, {"executor": "ray", "retries": 2}))
+        suite_from_dict(_suite(study_model_dir, tmp_path, {"gpus": 1}))
+    suite = suite_from_dict(_suite(study_model_dir, tmp_path, {"executor": "ray", "retries": 2}))
     assert suite.execution == ExecutionConfig(executor="ray", retries=2)
     resources = estimate_resources(suite.runs[0].config)
-    n = sum(t.numel() for t in load_file(tiny_model_dir / "model.safetensors").values())  # every stored parameter
+    n = sum(t.numel() for t in load_file(study_model_dir / "model.safetensors").values())  # every stored parameter
     assert (resources.cpus, resources.gpus) == (1.0, 0.0)
     # float32 weights + their gradients, 2 seeds × (3n+1 GRADIEND parameters × 4 for gradient and AdamW) × 5/4
     # for the best checkpoint, over at most the whole model, + 1 GiB
@@ -153,9 +153,9 @@ def test_suite_validates_execution_and_runs_declare_memory(tmp_path, tiny_model_
     assert estimate_resources(replace(suite.runs[0].config, model=ModelConfig("some/hub-id"))).memory_bytes is None
 
 
-def test_cli_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_cli_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path, study_model_dir, monkeypatch, capsys):
     suite_file = tmp_path / "suite.toml"
-    suite_file.write_text(_toml(_suite(tiny_model_dir, tmp_path / "out")))
+    suite_file.write_text(_toml(_suite(study_model_dir, tmp_path / "out")))
     data = tmp_path / "out" / "de" / "data" / "articles"
 
     def interrupt_once_data_exists():
@@ -187,9 +187,9 @@ def test_ray_executor_without_ray_names_the_extra(monkeypatch):
         executor.run(StudyPlan((Node("a", "data", _ok, (1,)),)))
 
 
-def test_cli_rejects_an_unknown_executor_in_one_line(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_cli_rejects_an_unknown_executor_in_one_line(tmp_path, study_model_dir, monkeypatch, capsys):
     suite_file = tmp_path / "suite.toml"
-    suite_file.write_text(_toml(_suite(tiny_model_dir, tmp_path / "out")))
+    suite_file.write_text(_toml(_suite(study_model_dir, tmp_path / "out")))
     monkeypatch.setattr(sys, "argv", ["gradiend", "study", str(suite_file), "--executor", "dask"])
     with pytest.raises(SystemExit) as exit_info:
         main()

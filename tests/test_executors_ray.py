@@ -88,15 +88,15 @@ def _task_processes(prefix: str) -> list[tuple[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def local_study(tmp_path_factory, tiny_model_dir):
-    return run_suite(_suite(tiny_model_dir, tmp_path_factory.mktemp("local")), progress=False)
+def local_study(tmp_path_factory, study_model_dir):
+    return run_suite(_suite(study_model_dir, tmp_path_factory.mktemp("local")), progress=False)
 
 
 @pytest.fixture(scope="module")
-def ray_study(cluster, tmp_path_factory, tiny_model_dir):
+def ray_study(cluster, tmp_path_factory, study_model_dir):
     killer = Killer()
     killer.start()
-    study_dir = run_suite(_suite(tiny_model_dir, tmp_path_factory.mktemp("ray")), progress=False, executor="ray")
+    study_dir = run_suite(_suite(study_model_dir, tmp_path_factory.mktemp("ray")), progress=False, executor="ray")
     killer.join(timeout=1)
     return study_dir, killer.killed
 
@@ -130,15 +130,15 @@ def test_bad_feature_fails_alone_on_ray(ray_study):
     assert summary["nodes"]["run:a_vs_b"]["error"] == "dependencies did not finish: data:broken"
 
 
-def test_each_worker_loads_the_base_model_at_most_once(ray_study, tiny_model_dir):
+def test_each_worker_loads_the_base_model_at_most_once(ray_study, study_model_dir):
     summary = _summary(ray_study[0])
     per_worker = summary["model_loads_per_worker"]
-    assert per_worker and all(loads.get(str(tiny_model_dir), 0) <= 1 for loads in per_worker.values())
-    assert summary["model_loads"][str(tiny_model_dir)] <= len(per_worker)
+    assert per_worker and all(loads.get(str(study_model_dir), 0) <= 1 for loads in per_worker.values())
+    assert summary["model_loads"][str(study_model_dir)] <= len(per_worker)
 
 
-def test_a_study_interrupted_on_ray_continues_locally(cluster, tmp_path, tiny_model_dir, local_study):
-    suite = _suite(tiny_model_dir, tmp_path)
+def test_a_study_interrupted_on_ray_continues_locally(cluster, tmp_path, study_model_dir, local_study):
+    suite = _suite(study_model_dir, tmp_path)
     first = suite.study_dir / FEATURES[0] / C.GRADIEND_DIR / C.WEIGHTS_FILE
 
     def interrupt_once_a_gradiend_is_trained():

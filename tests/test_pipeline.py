@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -56,15 +55,6 @@ strengthen = ["3SG"]
 policy = "fixed"
 alpha = 1.0
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, make_tiny) -> Path:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    lm = make_tiny("bert", seed=3)
-    lm.model.save_pretrained(path)
-    lm.tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,10 @@ def _suite(model: Path, out: Path, extra_datasets=None, extra_designs=()):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_model_dir):
+def study(tmp_path_factory, study_model_dir):
     out = tmp_path_factory.mktemp("study")
     broken = {"broken": {"table": str(out / "missing.csv"), "classes": {"a": [], "b": []}}}
-    suite = _suite(tiny_model_dir, out, broken, [{"kind": "all_pairs", "dataset": "broken"}])
+    suite = _suite(study_model_dir, out, broken, [{"kind": "all_pairs", "dataset": "broken"}])
     return suite, run_suite(suite, progress=False)
 
 
@@ -90,7 +90,7 @@ def test_identity_task_and_multi_class_encoder_evaluation(study):
     assert set(enc["per_group"]) == {"fem_dat", "masc_nom"}
 
 
-def test_rerun_skips_every_finished_node(study, tiny_model_dir):
+def test_rerun_skips_every_finished_node(study, study_model_dir):
     suite, study_dir = study
     plan_outcome = run_suite(suite, progress=False)
     assert plan_outcome == study_dir

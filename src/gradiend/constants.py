@@ -13,6 +13,7 @@ METRICS_DIR = "metrics"
 PLOTS_DIR = "plots"
 REWRITTEN_DIR = "rewritten"
 REPORT_FILE = "report.html"
+CHECKPOINT_DIR = "checkpoint"  # training state of an unfinished train stage (removed when it finishes)
 
 # data stage
 PAIRS_FILE = "pairs.parquet"

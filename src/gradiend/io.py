@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gradiend.errors import GradiendError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -71,7 +73,12 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+    """Parse a JSON file; a damaged or non-JSON file is a :class:`GradiendError` naming it (not a traceback)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GradiendError(f"{path} is not valid JSON ({exc}): the file is damaged or not gradiend's; "
+                            "re-create it by re-running the step that wrote it") from None
 
 
 def _json_default(obj: Any) -> Any:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from gradiend.artifacts import check_format_version, file_record, raise_if_damaged
 from gradiend.constants import FORMAT_VERSION, GRADIEND_CONFIG_FILE, WEIGHTS_FILE
 from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientKind
@@ -350,7 +351,8 @@ class Gradiend(torch.nn.Module):
             tensors.update({k: v.contiguous() for k, v in self.selection.kept_tensors().items()})
         with atomic_dir(directory) as tmp:
             save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "gradiend"})
-            write_json(tmp / GRADIEND_CONFIG_FILE, _config_json(self))
+            config = {**_config_json(self), "weights": {WEIGHTS_FILE: file_record(tmp / WEIGHTS_FILE)}}
+            write_json(tmp / GRADIEND_CONFIG_FILE, config)
         return Path(directory)
 
     @classmethod
@@ -363,20 +365,27 @@ class Gradiend(torch.nn.Module):
         ``directory`` may also be a Hugging Face Hub id ``org/name`` (at ``revision``; cache, offline mode and
         token as everywhere in the Hub stack; see :mod:`gradiend.hub`). With ``base_model`` (a LoadedModel or a
         transformers model) the GRADIEND's base model identity is checked against it (:mod:`gradiend.identity`).
+
+        The weight file is checked against the size and hash recorded in ``config.json`` first, so a file cut
+        short or changed after saving is an error naming it, never a silently different GRADIEND.
         """
         from gradiend.hub import resolve
 
         directory = resolve(directory, revision=revision, token=token)
         config = _read_config(directory)
-        tensors = load_file(str(directory / WEIGHTS_FILE))
-        arch = config["architecture"]
-        meta = _meta_from_config(config, tensors)
-        model = cls(
-            arch["input_dim"], arch["latent_dim"], arch["activation_encoder"], arch["activation_decoder"],
-            arch["bias_decoder"], meta, dtype=getattr(torch, arch["dtype"]), init=False,
-        )
-        weights = {k: v for k, v in tensors.items() if not k.startswith("kept.")}
-        model.load_state_dict(weights, strict=True, assign=True)
+        tensors = _load_weights(directory, config)
+        try:
+            arch = config["architecture"]
+            meta = _meta_from_config(config, tensors)
+            model = cls(
+                arch["input_dim"], arch["latent_dim"], arch["activation_encoder"], arch["activation_decoder"],
+                arch["bias_decoder"], meta, dtype=getattr(torch, arch["dtype"]), init=False,
+            )
+            weights = {k: v for k, v in tensors.items() if not k.startswith("kept.")}
+            model.load_state_dict(weights, strict=True, assign=True)
+        except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            raise GradiendError(f"{directory} does not hold a consistent GRADIEND ({type(exc).__name__}: {exc}): "
+                                f"{GRADIEND_CONFIG_FILE} and {WEIGHTS_FILE} do not match; retrain it") from None
         if base_model is not None:
             check_base_model(model, base_model)
         return model.to(device=device, dtype=dtype)
@@ -463,12 +472,19 @@ def _read_config(directory: Path) -> dict[str, Any]:
             f"{directory} is not a GRADIEND directory: {GRADIEND_CONFIG_FILE} has no GRADIEND architecture "
             "(is it a base model directory?)"
         )
-    if int(config.get("format_version", -1)) > FORMAT_VERSION:
-        raise GradiendError(
-            f"{directory} was written with format version {config['format_version']}, newer than this "
-            f"gradiend ({FORMAT_VERSION}); upgrade gradiend to read it"
-        )
+    check_format_version(config.get("format_version"), config_path)
     return config
+
+
+def _load_weights(directory: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weight tensors, after checking them against the record in ``config.json`` (when it has one)."""
+    way_out = ("retrain it (gradiend run CONFIG redoes the train stage of its run directory) or restore the "
+               "directory from a copy")
+    raise_if_damaged(directory, config.get("weights") or {}, way_out)
+    try:
+        return load_file(str(directory / WEIGHTS_FILE))
+    except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
+        raise GradiendError(f"{directory / WEIGHTS_FILE} cannot be read as safetensors ({exc}); {way_out}") from None
 
 
 def _meta_from_config(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> GradiendMeta:

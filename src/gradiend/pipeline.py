@@ -29,6 +29,7 @@ import pandas as pd
 
 from gradiend import __version__
 from gradiend import constants as C
+from gradiend.artifacts import STAGE_OUTPUTS, Damage, DamagedArtifactError, damaged, data_damage, manifest
 from gradiend.cards import write_cards
 from gradiend.config import DataSection, ExperimentConfig, data_fingerprint_of, save_config, stage_fingerprint
 from gradiend.data import Feature, FeatureClass, FeatureData, create_data, load_data
@@ -65,6 +66,7 @@ class Run:
         self.dir = Path(run_dir) if run_dir is not None else config.run_dir
         self.progress = progress
         self._lm: LoadedModel | Callable[[], LoadedModel] | None = None
+        self.last_damage: dict[str, list[Damage]] = {}  # what is_done found damaged, per stage
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -87,16 +89,38 @@ class Run:
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def recorded(self) -> dict[str, Any]:
+        """The finished stages' records; a damaged ``stages.json`` counts as none finished (all redone)."""
         path = self.metrics / STAGES_FILE
-        return read_json(path) if path.is_file() else {}
+        try:
+            stages = read_json(path) if path.is_file() else {}
+        except GradiendError as exc:
+            log.warning("%s; every stage will be redone", exc)
+            return {}
+        return stages if isinstance(stages, dict) else {}
 
     def fingerprint(self, stage: str) -> str:
         return stage_fingerprint(self.config, _FINGERPRINT_OF[stage])
 
     def is_done(self, stage: str) -> bool:
+        """The stage's recorded fingerprint matches the config and every artifact it recorded is intact."""
         if stage == "data":  # recorded in the data set itself, which several runs may share
-            return data_fingerprint(self.data_dir) == self.fingerprint("data")
-        return self.recorded().get(stage, {}).get("fingerprint") == self.fingerprint(stage)
+            fresh = data_fingerprint(self.data_dir) == self.fingerprint("data")
+        else:
+            fresh = self.recorded().get(stage, {}).get("fingerprint") == self.fingerprint(stage)
+        return fresh and self._intact(stage)
+
+    def damaged(self, stage: str) -> list[Damage]:
+        """The artifacts ``stage`` recorded that are missing or changed (none when nothing was recorded).
+
+        The data set checks itself (data.json records its files): a study may share it and legitimately replace it.
+        """
+        return stage_damage(self.dir, stage, self.recorded().get(stage, {}))
+
+    def _intact(self, stage: str) -> bool:
+        problems = self.last_damage[stage] = self.damaged(stage)
+        for p in problems:
+            log.warning("stage %s: %s; the stage will be redone", stage, p.describe(self.dir))
+        return not problems
 
     def invalidate_from(self, stage: str) -> None:
         """Forget ``stage`` and every later one (their artifacts depend on it)."""
@@ -108,7 +132,8 @@ class Run:
         if stage == "data":
             record_data_fingerprint(self.data_dir, self.fingerprint("data"))
         stages = self.recorded()
-        stages[stage] = {"fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3)}
+        stages[stage] = {"fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3),
+                         "artifacts": manifest(self.dir, STAGE_OUTPUTS[stage])}
         write_json(self.metrics / STAGES_FILE, stages)
         write_json(self.metrics / TIMINGS_FILE, {k: v["seconds"] for k, v in stages.items()})
 
@@ -173,12 +198,23 @@ def run(
             continue
         if not redo:  # the versions that produce this run's artifacts from here on
             write_json(r.metrics / C.PROVENANCE_FILE, provenance())
+        _run_stage(r, name, damage=[] if redo else r.last_damage.get(name, []))
         redo = True
-        STAGE_FUNCTIONS[name](r)
         result.ran.append(name)
     report = r.dir / C.REPORT_FILE
     result.report = report if report.is_file() else None
     return result
+
+
+def _run_stage(r: Run, name: str, damage: list[Damage]) -> None:
+    """Run one stage; when it is redone because its artifacts were damaged and cannot be, say both."""
+    try:
+        STAGE_FUNCTIONS[name](r)
+    except GradiendError as exc:
+        if not damage:
+            raise
+        raise GradiendError(f"{damage[0].describe(r.dir)}, so the {name} stage was redone, but redoing it failed: "
+                            f"{exc}") from None
 
 
 # --- the stages ------------------------------------------------------------------------------------
@@ -203,11 +239,14 @@ def make_data(d: DataSection) -> FeatureData:
                        max_documents=d.max_documents, hf_config=d.hf_config, hf_split=d.hf_split)
 
 
-def create_dataset(d: DataSection, data_dir: str | Path) -> FeatureData:
-    """Create (or keep, when its recorded fingerprint matches) the data set of a ``[data]`` section in ``data_dir``."""
+def create_dataset(d: DataSection, data_dir: str | Path, rebuild: bool = False) -> FeatureData:
+    """Create (or keep, when its recorded fingerprint matches) the data set of a ``[data]`` section in ``data_dir``.
+
+    ``rebuild`` creates it even then (its files were found damaged).
+    """
     data_dir = Path(data_dir)
     fingerprint = data_fingerprint_of(d)
-    if data_fingerprint(data_dir) == fingerprint:
+    if not rebuild and data_fingerprint(data_dir) == fingerprint:
         log.info("data set %s: up to date, kept", data_dir)
         return load_data(data_dir)
     data = make_data(d)
@@ -221,7 +260,10 @@ def data_fingerprint(data_dir: Path) -> str | None:
     path = data_dir / C.DATA_META_FILE
     if not path.is_file():
         return None
-    meta = read_json(path)
+    try:
+        meta = read_json(path)
+    except GradiendError:  # damaged: the data set counts as not created
+        return None
     return meta.get("stage_fingerprint") if isinstance(meta, dict) else None
 
 
@@ -248,21 +290,25 @@ def record_data_fingerprint(data_dir: Path, fingerprint: str) -> None:
 
 
 def stage_data(r: Run) -> FeatureData:
+    rebuild = bool(r.damaged("data"))
     with r.stage("data"):
-        return create_dataset(r.config.data, r.data_dir)
+        return create_dataset(r.config.data, r.data_dir, rebuild=rebuild)
 
 
 def stage_train(r: Run) -> None:
+    from gradiend.checkpoint import Checkpointer
     from gradiend.stages import select, train_gradiend
 
     data = load_data(r.data_dir)
     m = r.config.model
+    checkpoint = Checkpointer(r.dir / C.CHECKPOINT_DIR, r.config.train.checkpoint, r.fingerprint("train"))
     with r.stage("train"):
         selection = select(r.lm, m.params, m.layers)
         plan_path = r.metrics / C.MEMORY_PLAN_FILE
         try:
             result = train_gradiend(r.lm, data, selection, r.config.gradients, r.config.train, task=r.task,
-                                    progress=r.progress, memory_plan=plan_path)
+                                    progress=r.progress, memory_plan=plan_path,
+                                    checkpoint=checkpoint)
         finally:  # the plan belongs to the run's provenance, a refused run's included
             record_memory_plan(r.metrics, read_json(plan_path) if plan_path.is_file() else None)
         result.gradiend.save_pretrained(r.gradiend_dir)
@@ -274,6 +320,7 @@ def stage_train(r: Run) -> None:
         })
         if not result.converged:
             log.warning("the GRADIEND did not converge (see metrics/seeds.json); later stages still run")
+    checkpoint.remove()  # the stage is recorded: its checkpoint is no longer needed
 
 
 def _gradiend(r: Run):
@@ -367,6 +414,29 @@ def record_memory_plan(metrics: Path, plan: dict[str, Any] | None) -> None:
     record = read_json(path) if path.is_file() else provenance()
     record["memory_plan"] = {d: v["peak_bytes"] for d, v in plan["devices"].items()}
     write_json(path, record)
+
+
+def verify_run(run_dir: str | Path, stages: tuple[str, ...] = STAGES) -> None:
+    """Raise a clear error when an artifact of a finished stage of ``run_dir`` is missing or damaged.
+
+    For commands that read a run without redoing its stages (``rewrite``, ``report``, ``compare``); the message
+    names the file and the command that redoes the stage.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / C.METRICS_DIR / STAGES_FILE
+    recorded = read_json(path) if path.is_file() else {}
+    for stage in (s for s in stages if s in recorded):
+        problems = stage_damage(run_dir, stage, recorded[stage])
+        if problems:
+            raise DamagedArtifactError(f"{problems[0].describe(run_dir)}; the {stage} stage must be redone: "
+                                       f"gradiend run {run_dir / C.CONFIG_FILE} --out {run_dir}")
+
+
+def stage_damage(run_dir: Path, stage: str, record: dict[str, Any]) -> list[Damage]:
+    """The damaged artifacts of one stage: its recorded manifest, or for data the data set's own records."""
+    if stage == "data":
+        return [Damage(f"{C.DATA_DIR}/{d.path}", d.reason) for d in data_damage(run_dir / C.DATA_DIR)]
+    return damaged(run_dir, record.get("artifacts", {}))
 
 
 def read_counts(run_dir: str | Path) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from gradiend.checkpoint import Checkpointer
 from gradiend.data import FeatureData
 from gradiend.devices import gradiend_device
 from gradiend.errors import GradiendError
@@ -99,6 +100,7 @@ def train_gradiend(
     task: Task | None = None,
     progress: bool = True,
     memory_plan: str | Path | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> FitResult:
     """Train a GRADIEND for ``task`` (default: the data set's two classes) on ``lm``'s selected parameters.
 
@@ -106,6 +108,7 @@ def train_gradiend(
     the positive and the negative group, which transitions train it and which classes enter as identity rows.
     Before any gradient, the run's memory plan is logged (and written to ``memory_plan`` when given) and a run
     that cannot fit its devices is refused (:meth:`gradiend.memory.MemoryPlan.check`).
+    With a ``checkpoint``, training saves its state there when due and resumes from a checkpoint found there.
     """
     gradients = gradients or GradientConfig()
     train = train or TrainConfig()
@@ -126,16 +129,16 @@ def train_gradiend(
                               seed=train.seeds[0])
         computer = GradientComputer(lm, selection, computer.objective, device)  # keeps the tokenization caches
     validation = validation_set(computer, data, task, gradients, train)
-    def one_pass(index: int) -> Iterator[GradientBatch]:  # with steps: one stream of `steps` batches
+    def one_pass(index: int, skip: int) -> Iterator[GradientBatch]:  # with steps: one stream of `steps` batches
         return iter_training_batches(computer, data.pairs, task=task, batch_rows=gradients.rows_per_gradient,
                                      source=train.source, target=train.target, seed=train.seeds[0] + index,
-                                     steps=train.steps, epochs=None if train.steps else 1)
+                                     steps=train.steps, epochs=None if train.steps else 1, skip=skip)
 
     batches = _Passes(one_pass)
     meta = GradiendMeta(selection=selection, base_model=lm.name, model_family=lm.family.value,
                         classes=task.group_ids, task=task.to_dict())
     return fit(batches, input_dim=selection.input_dim, config=train, validation=validation,
-               template_meta=meta, progress=progress)
+               template_meta=meta, progress=progress, checkpoint=checkpoint)
 
 
 def _evaluations(steps: int | None, eval_every: int) -> float:
@@ -187,15 +190,22 @@ class _Passes:
     """A re-iterable gradient stream: each iteration is one fresh pass (epoch), reshuffled with its own seed.
 
     ``fit`` runs ``epochs`` passes over a re-iterable stream; the gradients themselves are computed lazily.
+    ``seek(pass, skip)`` makes the next iteration pass number ``pass`` from its ``skip``-th batch on, without
+    computing the skipped gradients (``fit`` seeks before every pass; a resumed run seeks mid-pass).
     """
 
-    def __init__(self, make: Callable[[int], Iterator[GradientBatch]]) -> None:
+    def __init__(self, make: Callable[[int, int], Iterator[GradientBatch]]) -> None:
         self._make = make
         self._passes = 0
+        self._skip = 0
+
+    def seek(self, passes: int, skip: int) -> None:
+        self._passes, self._skip = passes, skip
 
     def __iter__(self) -> Iterator[GradientBatch]:
-        self._passes += 1
-        return self._make(self._passes - 1)
+        index, skip = self._passes, self._skip
+        self._passes, self._skip = index + 1, 0
+        return self._make(index, skip)
 
 
 def gradiend_memory(input_dim: int, train: TrainConfig) -> int:

@@ -71,6 +71,10 @@ def load_members(run_dirs: Sequence[str | Path]) -> list[Member]:
     for d in run_dirs:
         d = Path(d)
         gdir = d / C.GRADIEND_DIR if (d / C.GRADIEND_DIR).is_dir() else d
+        if gdir != d:
+            from gradiend.pipeline import verify_run
+
+            verify_run(d, ("train",))
         members.append(Member(d.name, Gradiend.from_pretrained(gdir), d))
     if len(members) < 2:
         raise GradiendError("comparing needs at least two runs")

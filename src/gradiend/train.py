@@ -20,6 +20,7 @@ pruned model). These steps are logged with ``phase = "post-prune"``.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gradiend.checkpoint import CheckpointConfig, Checkpointer, Snapshot
 from gradiend.devices import gradiend_device
 from gradiend.errors import GradiendError
 from gradiend.gradients.types import GradientBatch, GradientKind
@@ -69,6 +71,7 @@ class TrainConfig:
     dtype: str = "float32"
     # where, not what: not fingerprinted; "auto" = the last GPU, else the CPU (gradiend.devices.gradiend_device)
     device: str = field(default="auto", metadata={"fingerprint": False})
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
         for name in ("source", "target"):
@@ -175,6 +178,7 @@ def fit(
     validation: ValidationSet | None = None,
     template_meta: GradiendMeta | None = None,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
 ) -> FitResult:
     """Train one GRADIEND per seed on ``batches`` and return the best converged one (see module docstring).
 
@@ -182,25 +186,38 @@ def fit(
     target, class directions and the training summary. Without ``validation`` the last step is kept, no sign
     normalisation happens and no seed counts as converged. A NaN/inf loss raises :class:`GradiendError`.
     Memory: ``memory_estimate(n) + n·(3 params)`` bytes per seed (the best-checkpoint copy).
+
+    With a ``checkpoint``, the loop's whole state is saved whenever it is due and training resumes from a
+    checkpoint found there (the gradient stream continues at the saved position; the result equals an
+    uninterrupted run's). The post-prune fine-tune is short and is redone on resume.
     """
     config = config if config is not None else TrainConfig()
     config = replace(config, device=gradiend_device(config.device))
     meta = replace(template_meta or GradiendMeta(), source=config.source, target=config.target)
     run = _Run([_new_model(input_dim, config, meta, seed) for seed in config.seeds], config, validation)
-    _loop(run, batches, config, input_dim, progress, desc="GRADIEND")
+    snapshot = checkpoint.load() if checkpoint is not None else None
+    if snapshot is not None:
+        run.restore(snapshot)
+    _loop(run, batches, config, input_dim, progress, desc="GRADIEND", checkpoint=checkpoint)
     _check_length(run.step, config)
     result = _finish(run, config)
     if config.post_prune_topk is None:
         return result
-    return _post_prune(result, batches, config, validation, input_dim, progress, offset=run.step)
+    return _post_prune(result, batches, config, validation, input_dim, progress, offset=run.step,
+                       start=run.position.next_pass())
 
 
 def _loop(run: _Run, batches: Iterable[GradientBatch], config: TrainConfig, input_dim: int, progress: bool,
-          desc: str, keep: torch.Tensor | None = None) -> None:
-    """Evaluate at step 0, then one optimizer step per batch (restricted to ``keep``), evaluating as configured."""
-    bar = tqdm(total=_total_steps(batches, config), disable=not progress, desc=desc, unit="step")
-    run.evaluate(step=0, bar=bar)
-    for batch in _iter_batches(batches, config):
+          desc: str, keep: torch.Tensor | None = None, checkpoint: Checkpointer | None = None) -> None:
+    """Evaluate at step 0, then one optimizer step per batch (restricted to ``keep``), evaluating as configured.
+
+    A run restored from a checkpoint continues after its step (its step-0 evaluation is in the restored log).
+    """
+    bar = tqdm(total=_total_steps(batches, config), initial=run.step, disable=not progress, desc=desc, unit="step")
+    if run.step == 0:
+        run.evaluate(step=0, bar=bar)
+    stream = _iter_batches(batches, config, run.position) if not _finished(run, config) else iter(())
+    for batch in stream:
         source, target = _source_target(batch, config, input_dim)
         if keep is not None:
             source, target = source[keep], (target[keep] if target is not source else source[keep])
@@ -208,15 +225,22 @@ def _loop(run: _Run, batches: Iterable[GradientBatch], config: TrainConfig, inpu
         if run.step % config.eval_every == 0:
             run.evaluate(run.step, bar)
         bar.update(1)
-        if config.steps is not None and run.step >= config.steps:
+        if checkpoint is not None and checkpoint.due(run.step):
+            checkpoint.save(run.snapshot())
+        if _finished(run, config):
             break
     bar.close()
     if run.last_eval != run.step:
         run.evaluate(run.step, bar)
 
 
+def _finished(run: _Run, config: TrainConfig) -> bool:
+    return config.steps is not None and run.step >= config.steps
+
+
 def _post_prune(result: FitResult, batches: Iterable[GradientBatch], config: TrainConfig,
-                validation: ValidationSet | None, input_dim: int, progress: bool, offset: int) -> FitResult:
+                validation: ValidationSet | None, input_dim: int, progress: bool, offset: int,
+                start: StreamPosition) -> FitResult:
     """Prune the selected GRADIEND to its top-k decoder dimensions; fine-tune it for ``post_prune_steps``.
 
     The pruned model is scored on the validation set (restricted to the kept dimensions) either way, so the
@@ -227,7 +251,7 @@ def _post_prune(result: FitResult, batches: Iterable[GradientBatch], config: Tra
     sub = replace(config, seeds=(result.best_seed,), steps=config.post_prune_steps or None, epochs=1,
                   lr=_post_prune_lr(config, result.gradiend.input_dim, pruned.input_dim),
                   post_prune_topk=None, post_prune_steps=0, post_prune_lr=None)
-    run = _Run([pruned], sub, _restricted(validation, keep))
+    run = _Run([pruned], sub, _restricted(validation, keep), start)
     if config.post_prune_steps:
         _loop(run, batches, sub, input_dim, progress, desc="post-prune fine-tune", keep=keep.to(config.device))
         if run.step < config.post_prune_steps:
@@ -283,13 +307,27 @@ def _restricted(validation: ValidationSet | None, keep: torch.Tensor) -> Validat
 # --- the loop's state ----------------------------------------------------------------------------
 
 
+@dataclass
+class StreamPosition:
+    """Where the loop is in the gradient stream: passes finished and batches taken from the current pass."""
+
+    passes: int = 0
+    in_pass: int = 0
+
+    def next_pass(self) -> StreamPosition:
+        """The start of the pass after the current one (a pass left part-way is not continued)."""
+        return StreamPosition(self.passes + (1 if self.in_pass else 0), 0)
+
+
 class _Run:
     """K seeds' models, one optimizer over all of them, the loss since the last evaluation, and the best copies."""
 
-    def __init__(self, models: list[Gradiend], config: TrainConfig, validation: ValidationSet | None) -> None:
+    def __init__(self, models: list[Gradiend], config: TrainConfig, validation: ValidationSet | None,
+                 position: StreamPosition | None = None) -> None:
         self.models, self.config, self.validation = models, config, validation
         self.seeds = config.seeds
         self.optimizer = _optimizer([p for m in models for p in m.parameters()], config)
+        self.position = position or StreamPosition()
         self.step, self.last_eval = 0, -1
         self.loss_sum = torch.zeros(len(models), dtype=torch.float64, device=models[0].device)
         self.loss_count = 0
@@ -344,6 +382,46 @@ class _Run:
         state = {name: t.detach().clone() for name, t in self.models[k].state_dict().items()}
         self.best[k] = (step, scores, state)
 
+    def snapshot(self) -> Snapshot:
+        """Everything the loop needs to continue exactly from here (see :mod:`gradiend.checkpoint`)."""
+        tensors = {"loss_sum": self.loss_sum}
+        for k, (m, best) in enumerate(zip(self.models, self.best, strict=True)):
+            tensors.update({f"model.{k}.{n}": t for n, t in m.state_dict().items()})
+            tensors.update({f"best.{k}.{n}": t for n, t in (best[2] if best else {}).items()})
+        for idx, entry in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optim.{idx}.{key}": t for key, t in entry.items()})
+        best = [None if b is None else {"step": b[0], "scores": asdict(b[1]) if b[1] else None} for b in self.best]
+        state = {"step": self.step, "last_eval": self.last_eval, "loss_count": self.loss_count, "best": best,
+                 "position": [self.position.passes, self.position.in_pass], "log": self.log, "seeds": list(self.seeds)}
+        return Snapshot(tensors, state)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Continue from a :meth:`snapshot` (of the same configuration)."""
+        t, s = snapshot.tensors, snapshot.state
+        if s["seeds"] != list(self.seeds):
+            raise GradiendError(f"the checkpoint is of seeds {s['seeds']}, this training of {list(self.seeds)}")
+        device = self.models[0].device
+        with torch.no_grad():
+            for k, m in enumerate(self.models):
+                m.load_state_dict(_prefixed(t, f"model.{k}.", device))
+        self.best = [None if b is None else (b["step"], Scores(**b["scores"]) if b["scores"] else None,
+                                             _prefixed(t, f"best.{k}.", device)) for k, b in enumerate(s["best"])]
+        optim: dict[int, dict[str, torch.Tensor]] = {}
+        for name, tensor in t.items():
+            if name.startswith("optim."):
+                _, idx, key = name.split(".", 2)
+                optim.setdefault(int(idx), {})[key] = tensor
+        groups = self.optimizer.state_dict()["param_groups"]
+        self.optimizer.load_state_dict({"state": optim, "param_groups": groups})
+        self.loss_sum = t["loss_sum"].to(device)
+        self.step, self.last_eval, self.loss_count = s["step"], s["last_eval"], s["loss_count"]
+        self.position = StreamPosition(*s["position"])
+        self.log = list(s["log"])
+
+
+def _prefixed(tensors: Mapping[str, torch.Tensor], prefix: str, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
+
 
 def _new_model(input_dim: int, config: TrainConfig, meta: GradiendMeta, seed: int) -> Gradiend:
     return Gradiend(
@@ -362,21 +440,35 @@ def _optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.o
 # --- the gradient stream -------------------------------------------------------------------------
 
 
-def _iter_batches(batches: Iterable[GradientBatch], config: TrainConfig) -> Iterator[GradientBatch]:
-    """``epochs`` passes, or (with ``steps``) as many passes as needed; a one-shot iterator gives one pass."""
+def _iter_batches(batches: Iterable[GradientBatch], config: TrainConfig,
+                  position: StreamPosition) -> Iterator[GradientBatch]:
+    """``epochs`` passes, or (with ``steps``) as many passes as needed; a one-shot iterator gives one pass.
+
+    Starts at ``position`` and advances it as batches are taken (a checkpoint records it).
+    """
     reiterable = iter(batches) is not batches
     if config.steps is None and config.epochs > 1 and not reiterable:
         raise GradiendError("epochs > 1 needs re-iterable batches (a list or a cached store), not an iterator")
     passes = config.epochs if config.steps is None else None
-    done = 0
-    while passes is None or done < passes:
+    while passes is None or position.passes < passes:
+        skipped = position.in_pass
         empty = True
-        for batch in batches:
+        for batch in _one_pass(batches, position):
             empty = False
+            position.in_pass += 1
             yield batch
-        done += 1
-        if empty or not reiterable:
+        position.passes, position.in_pass = position.passes + 1, 0
+        if (empty and not skipped) or not reiterable:
             return
+
+
+def _one_pass(batches: Iterable[GradientBatch], position: StreamPosition) -> Iterator[GradientBatch]:
+    """The current pass from ``position.in_pass`` on: a seekable stream skips without computing the batches."""
+    seek = getattr(batches, "seek", None)
+    if seek is not None:
+        seek(position.passes, position.in_pass)
+        return iter(batches)
+    return itertools.islice(iter(batches), position.in_pass, None)
 
 
 def _total_steps(batches: Iterable[GradientBatch], config: TrainConfig) -> int | None:

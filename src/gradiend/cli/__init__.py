@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 import click
@@ -55,8 +56,18 @@ def cli(verbose: int) -> None:
     logging.getLogger("gradiend").setLevel(min(level, logging.INFO))
 
 
+INTERRUPTED = ("interrupted: no stage was left half-written; run the same command again to resume "
+               "(training continues from its last checkpoint)")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a run like Ctrl-C: stages write atomically, so stopping anywhere leaves a consistent run."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2; Ctrl-C / SIGTERM exit 130."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -64,9 +75,25 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except (GradiendError, MissingExtraError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(f"error: {exc}", exc, 2)
+    except OSError as exc:  # the environment: disk full, a path that cannot be created, permissions
+        _fail(f"error: {_os_error(exc)}", exc, 1)
+
+
+def _fail(line: str, exc: BaseException, code: int) -> None:
+    """One line on stderr (with -vv the traceback is logged first, for a bug report) and the exit code."""
+    logging.getLogger("gradiend").debug("the error's traceback:", exc_info=exc)
+    click.echo(line, err=True)
+    sys.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError: what failed, on which file, and the way out (nothing half-written was kept)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    return (f"cannot write or read{where}: {what}; free space or choose another output path, then run the command "
+            "again (files are written atomically: nothing half-written was kept)")

@@ -161,10 +161,11 @@ def rewrite(run_dir: Path, strengthen: str | None, weaken: str | None, h: float 
     from gradiend.cards import rewrite_card, write_card
     from gradiend.io import read_json
     from gradiend.model import Gradiend
-    from gradiend.pipeline import Run
+    from gradiend.pipeline import Run, verify_run
     from gradiend.rewrite import rewrite_model, rewrite_selected
 
     r = Run(_run_config(run_dir, []), run_dir)
+    verify_run(run_dir, ("data", "train", "decoder"))
     gradiend = Gradiend.from_pretrained(r.gradiend_dir)
     if (h is None) != (alpha is None):
         raise GradiendError("give both --h and --alpha, or neither (then --strengthen/--weaken picks the selection)")
@@ -191,7 +192,9 @@ def rewrite(run_dir: Path, strengthen: str | None, weaken: str | None, h: float 
 @click.argument("run_dir", type=_RUN_DIR)
 def report(run_dir: Path) -> None:
     """(Re)draw the figures and write RUN/report.html from the run's metric files."""
+    from gradiend.pipeline import STAGES, verify_run
     from gradiend.report import write_figures, write_report
 
+    verify_run(run_dir, STAGES[:-1])
     write_figures(run_dir, refresh=True)
     click.echo(f"report: {write_report(run_dir)}")

@@ -9,7 +9,6 @@ shards and a buffer of rows, before capping).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pandas as pd
 from gradiend import assets
 from gradiend._optional import require
 from gradiend.errors import GradiendError
+from gradiend.io import read_json
 
 TextSource = str | os.PathLike[str] | Sequence[str] | pd.DataFrame
 FILE_SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet", ".json")
@@ -125,7 +125,25 @@ def _from_path_or_id(
     return _from_hf(str(source), text_column, id_column, max_documents, seed, hf_config, hf_split)
 
 
+_FORMAT_NAMES = {".txt": "text", ".json": "JSON", ".jsonl": "JSON lines", ".csv": "CSV", ".parquet": "parquet"}
+
+
 def _from_file(path: Path, text_column: str, id_column: str | None) -> list[Document]:
+    """The documents of a corpus file; bytes that are not UTF-8 or a malformed line are one clear error."""
+    try:
+        return _read_file(path, text_column, id_column)
+    except UnicodeDecodeError as exc:
+        raise GradiendError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8, "
+                            "e.g. iconv -f latin1 -t utf-8") from None
+    except GradiendError:
+        raise
+    except (ValueError, OSError, ArithmeticError) as exc:  # pandas/pyarrow parser errors are ValueErrors
+        what = _FORMAT_NAMES.get(path.suffix.lower(), path.suffix)
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise GradiendError(f"{path} cannot be read as {what} ({detail}); fix the file or pass another") from None
+
+
+def _read_file(path: Path, text_column: str, id_column: str | None) -> list[Document]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -140,7 +158,7 @@ def _from_file(path: Path, text_column: str, id_column: str | None) -> list[Docu
 
 def _from_wiki_json(path: Path) -> list[Document]:
     """``{title: {"extract": text, ...}}``: one document per entry, doc id = title."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     if not isinstance(data, dict):
         raise GradiendError(f"{path}: expected a JSON object of {{title: {{'extract': text}}}}")
     docs = []
@@ -162,6 +180,19 @@ def _from_hf(
 ) -> list[Document]:
     """A Hugging Face dataset split; with ``max_documents`` it is streamed and shuffled *before* capping."""
     datasets = require("datasets", "data", f"the Hugging Face dataset {name!r}")
+    from datasets.exceptions import DatasetNotFoundError
+
+    try:
+        return _read_hf(datasets, name, text_column, id_column, max_documents, seed, hf_config, hf_split)
+    except (ConnectionError, FileNotFoundError, DatasetNotFoundError) as exc:
+        offline = " (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set: offline, only cached datasets load)" if (
+            os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")) else ""
+        raise GradiendError(f"cannot load the Hugging Face dataset {name!r}{offline}: {str(exc)[:200]}; pass a "
+                            "local file (.txt/.jsonl/.csv/.parquet), an offline:NAME asset, or go online") from None
+
+
+def _read_hf(datasets: Any, name: str, text_column: str, id_column: str | None, max_documents: int | None,
+             seed: int, hf_config: str | None, hf_split: str) -> list[Document]:
     if max_documents is None:
         ds = datasets.load_dataset(name, hf_config, split=hf_split)
         return _from_frame(ds.to_pandas(), text_column, id_column, f"dataset {name!r}")

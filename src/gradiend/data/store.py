@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from gradiend.constants import DATA_META_FILE, FORMAT_VERSION, NEUTRAL_FILE, PAIRS_FILE
+from gradiend.artifacts import check_format_version, manifest, raise_if_damaged
+from gradiend.constants import DATA_META_FILE, NEUTRAL_FILE, PAIRS_FILE
 from gradiend.data.config import SPLITS
 from gradiend.data.corpus import Document
 from gradiend.data.features import Feature
@@ -80,7 +81,7 @@ def save_data(data: FeatureData, path: str | os.PathLike[str]) -> Path:
     with atomic_dir(path) as tmp:
         data.pairs.to_parquet(tmp / PAIRS_FILE, index=False)
         data.neutral.to_parquet(tmp / NEUTRAL_FILE, index=False)
-        write_json(tmp / DATA_META_FILE, data.meta)
+        write_json(tmp / DATA_META_FILE, {**data.meta, "files": manifest(tmp, (PAIRS_FILE, NEUTRAL_FILE))})
     return path
 
 
@@ -95,16 +96,20 @@ def load_data(path: str | os.PathLike[str]) -> FeatureData:
     meta = read_json(path / DATA_META_FILE)
     if not isinstance(meta, dict) or "feature" not in meta:
         raise GradiendError(f"{path / DATA_META_FILE} has no 'feature' entry; re-create the data directory")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise GradiendError(f"{path} has data format version {version}; this gradiend reads {FORMAT_VERSION}")
+    check_format_version(meta.get("format_version"), path / DATA_META_FILE)
+    raise_if_damaged(path, meta.pop("files", None) or {}, "re-create the data directory (gradiend data, or "
+                     "gradiend run CONFIG redoes the data stage of its run)")  # the records describe the files only
     pairs = _read_table(path / PAIRS_FILE, PAIR_COLUMNS)
     neutral = _read_table(path / NEUTRAL_FILE, NEUTRAL_COLUMNS)
     return FeatureData(pairs, neutral, meta, Feature.from_dict(meta["feature"]))
 
 
 def _read_table(file: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    df = pd.read_parquet(file)
+    try:
+        df = pd.read_parquet(file)
+    except Exception as exc:  # pyarrow's errors for truncated or non-parquet files
+        raise GradiendError(f"{file} cannot be read as parquet ({type(exc).__name__}): it is damaged; re-create "
+                            "the data directory (gradiend data, or gradiend run CONFIG redoes the data stage)") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise GradiendError(f"{file} lacks column(s) {missing}; expected {list(columns)}")

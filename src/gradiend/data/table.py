@@ -124,6 +124,8 @@ def validate_table(frame: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     has_alt = "alternative" in frame.columns or "alternative_class" in frame.columns
     if has_alt and not {"alternative", "alternative_class"} <= set(frame.columns):
         raise GradiendError(f"{where}: 'alternative' and 'alternative_class' come together; found only one of them")
+    if frame.empty:
+        raise GradiendError(f"{where} has no rows; it needs one row per masked occurrence")
     text_cols = [*REQUIRED, *(("alternative", "alternative_class") if has_alt else ())]
     for column in text_cols:
         _check_text_column(frame, column, where)

@@ -7,6 +7,7 @@ reproducible and the schedule is testable without a language model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -91,17 +92,20 @@ def iter_training_batches(
     seed: int = 0,
     steps: int | None = None,
     epochs: int | None = None,
+    skip: int = 0,
 ) -> Iterator[GradientBatch]:
     """Gradient batches over the ``train`` rows of the task's transitions (and its identity rows).
 
     Each batch holds rows of one transition and carries only the gradients that ``source``/``target`` need; its
-    label follows the source token's group (0 for identity rows).
+    label follows the source token's group (0 for identity rows). The first ``skip`` batches of the schedule
+    are passed over without computing their gradients (a training run resumed from a checkpoint).
     """
     groups = task.rows(pairs, "train")
     keys = list(groups)
     want = needed_kinds(source, target)
     src = check_kind(source)
-    for g, positions in batch_schedule([len(groups[k]) for k in keys], batch_rows, seed, steps, epochs):
+    schedule = batch_schedule([len(groups[k]) for k in keys], batch_rows, seed, steps, epochs)
+    for g, positions in itertools.islice(schedule, skip, None):
         factual_class, alternative_class = keys[g]
         rows = groups[keys[g]].iloc[positions]
         factual, alternative = computer.pair_gradients(rows, want=want)

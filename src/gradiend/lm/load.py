@@ -110,7 +110,11 @@ def load_model(
             raise GradiendError(f"GGUF file {spec_str!r} does not exist")
         from gradiend.lm.gguf import load_gguf
 
-        model, tokenizer = load_gguf(path, dtype=dtype)
+        try:
+            model, tokenizer = load_gguf(path, dtype=dtype)
+        except (ValueError, KeyError, IndexError, OSError) as exc:  # the reader's errors for a malformed file
+            raise GradiendError(f"{spec_str} cannot be read as a GGUF model ({exc}); pass an intact .gguf file, "
+                                "a model directory or a hub id") from None
         return _finish(place(model, placement, dtype), tokenizer, spec_str)
 
     if path.is_file():

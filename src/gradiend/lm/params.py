@@ -127,6 +127,12 @@ class ParamSelection:
             raise GradiendError(
                 f"base model has no parameter(s) {missing[:3]}: this GRADIEND belongs to a different model"
             )
+        for spec in self.specs:
+            if tuple(named[spec.name].shape) != tuple(spec.shape):
+                raise GradiendError(
+                    f"base model parameter {spec.name} has shape {tuple(named[spec.name].shape)} where the GRADIEND "
+                    f"expects {tuple(spec.shape)}: this GRADIEND belongs to a different model"
+                )
         return [named[n] for n in self.names]
 
     def flatten(
