@@ -309,7 +309,7 @@ CASES: tuple[Case, ...] = (
     Case("run-damaged-stages-json", "runs", "report on a run whose metrics/stages.json is not JSON",
          ("report", "{run}"), "stages.json is not valid JSON", setup=write("run/metrics/stages.json", "{")),
     Case("run-other-base-model", "runs", "rewrite with a GRADIEND of another base model",
-         ("rewrite", "{run}", "--h", "1", "--alpha", "0.1"), "belongs to a different model",
+         ("rewrite", "{run}", "--h", "1", "--alpha", "0.1"), "the selected parameters' names or shapes differ",
          setup=both(hf_model("smaller", "other"), set_run_model("other")), absent=("run/rewritten/h+1_alpha0.1",)),
     Case("compare-other-base-model", "runs", "compare GRADIENDs of different base models",
          ("compare", "{run}", "{tmp}/g2", "--no-cross-encoding", "--out", "{tmp}/cmp"), "different base models",

@@ -72,13 +72,15 @@ def manifest(root: Path, outputs: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def _files(root: Path, outputs: Iterable[str]) -> Iterator[str]:
+    """Files of ``outputs``, model cards excepted: a card describes later stages' results too, so the rewrite stage
+    and ``gradiend push`` rewrite it (see :mod:`gradiend.cards`); it is documentation, not an input of any stage."""
     for out in outputs:
         path = root / out
         if out.endswith("/") and path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # atomic-write leftovers
                 for name in filenames:
-                    if not name.startswith("."):
+                    if not name.startswith(".") and name != C.CARD_FILE:
                         yield (Path(dirpath) / name).relative_to(root).as_posix()
         elif path.is_file():
             yield out

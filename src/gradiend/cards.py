@@ -19,7 +19,7 @@ from gradiend import constants as C
 from gradiend.export import Stat, Table, cell_text, decoder_table, encoder_table, fmt, markdown_table
 from gradiend.io import read_json, write_with
 
-CARD_FILE = "README.md"
+CARD_FILE = C.CARD_FILE
 CITATION = """```bibtex
 @article{drechsel2025gradiend,
   title   = {{GRADIEND}: Feature Learning within Neural Networks Exemplified through Biases},

@@ -40,3 +40,4 @@ REWRITE_META_FILE = "gradiend_rewrite.json"
 
 # the literal mask marker in the pairs table, independent of any tokenizer
 MASK = "[MASK]"
+CARD_FILE = "README.md"  # the model card of a GRADIEND or rewritten model directory (gradiend.cards)
