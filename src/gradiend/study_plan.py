@@ -190,19 +190,14 @@ def estimate_resources(config: ExperimentConfig) -> Resources:
     if n_params is None:
         return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
     from gradiend.stages import gradiend_memory
+    from gradiend.topk import topk_count
 
     weights = n_params * _DTYPE_BYTES.get(config.model.dtype, 4)
     memory = weights * (1 if on_gpu else 2) + _OVERHEAD_BYTES
+    topk = config.gradients.pre_prune_topk
     if not gradiend_device(config.train.device).startswith("cuda"):
-        memory += gradiend_memory(_pruned(n_params, config.gradients.pre_prune_topk), config.train)
+        memory += gradiend_memory(n_params if topk is None else topk_count(topk, n_params), config.train)
     return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, memory_bytes=memory)
-
-
-def _pruned(n: int, topk: int | float | None) -> int:
-    """The GRADIEND's input size after pre-pruning ``n`` dimensions to ``topk`` (a count or a fraction)."""
-    if topk is None:
-        return n
-    return min(n, int(topk)) if isinstance(topk, int) else max(1, int(n * topk))
 
 
 def model_parameter_count(spec: str) -> int | None:
