@@ -286,10 +286,34 @@ def test_degenerate_base_lms_makes_no_rewrite_useful(make_tiny):
                for e in selected.values())
 
     lm = make_tiny("bert", seed=2)  # … and end to end: 2 short neutral texts hold far fewer than 100 masked tokens
-    result = evaluate_decoder(lm, _gradiend(lm), PAIRS, NEUTRAL, EvalConfig(alphas=(0.5, 5.0), max_rows=2))
+    alphas = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    result = evaluate_decoder(lm, _gradiend(lm), PAIRS, NEUTRAL, EvalConfig(alphas=alphas, max_rows=2))
     check = result.summary["lms_check"]
     assert check["degenerate"] and check["n_tokens"] < 100 and "min_lms_tokens" in check["reason"]
     assert all(not e["useful"] and "cannot be checked" in e["reason"] for e in result.summary["selected"].values())
+    # nothing can be selected, so only a sparse grid is evaluated: every third α and the largest, per h
+    search = result.summary["search"]
+    assert search["name"] == "sparse_grid" and search["grid_cells"] == 14
+    assert sorted(set(result.grid.loc[~result.grid["is_base"], "alpha"])) == [0.01, 0.1, 1.0]
+    assert search["cells_evaluated"] == search["cells_with_probabilities"] == 6
+
+
+def test_sparse_alphas_keep_every_third_and_the_largest():
+    from gradiend.evaluate.search import sparse_alphas
+
+    assert sparse_alphas(DEFAULT_ALPHAS) == [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
+    assert sparse_alphas((5.0, 1.0, 2.0, 1.0)) == [1.0, 5.0]
+    assert sparse_alphas((0.3,)) == [0.3]
+
+
+def test_lms_texts_take_the_split_first_then_the_other_splits():
+    from gradiend.evaluate.encoder import lms_text_column
+
+    neutral = pd.DataFrame({"text": ["a", "b", "c", "d", "e"],
+                            "split": ["train", "test", "validation", "test", "train"]})
+    assert lms_text_column(neutral, "test") == ["b", "d", "a", "c", "e"]
+    assert lms_text_column(neutral, "all") == ["a", "b", "c", "d", "e"]
+    assert lms_text_column(["x", "y"], "test") == ["x", "y"]
 
 
 def test_shift_and_lms_ratio_intervals_cover_planted_effects():

@@ -58,6 +58,40 @@ def test_attempt_retries_only_infrastructure_faults(exc, fails, retries, status,
     assert outcome.worker.endswith(f":{os.getpid()}")
 
 
+def test_study_progress_counts_active_finished_failed_and_skipped():
+    from gradiend.executors import StudyProgress
+    from gradiend.study_plan import NodeOutcome
+
+    nodes = [Node(n, "run", _ok, ()) for n in ("a", "b", "c")]
+    progress = StudyProgress(3, active="submitted")  # what the Ray executor shows: it cannot see queued vs running
+    outcome = {}
+    for _ in nodes[:2]:
+        progress.started(outcome)
+    outcome["a"] = NodeOutcome("finished")
+    progress.done(nodes[0], outcome)
+    outcome["c"] = NodeOutcome("skipped")
+    progress.done(nodes[2], outcome)
+    assert progress.postfix(outcome) == "submitted 1 · finished 1 · failed 0 · skipped 1"
+    progress.close()
+    assert StudyProgress(1).postfix({}).startswith("running 0 · ")
+
+
+def test_ray_asks_for_a_gpu_for_auto_devices_when_the_cluster_has_one():
+    from gradiend.executors_ray import RayExecutor
+    from gradiend.study_plan import Resources
+
+    def node(**resources):
+        return Node("run:a", "run", _ok, (), model="m", resources=Resources(**resources))
+
+    planned_on_cpu_driver = node(cpus=1.0, gpus=0.0, gpu_if_available=True)
+    executor = RayExecutor()
+    assert executor._devices(planned_on_cpu_driver) == (1.0, 0.0)  # a CPU-only cluster
+    executor._cluster_gpus = 4.0
+    assert executor._devices(planned_on_cpu_driver) == (1.0, 1.0)
+    assert executor._devices(node(gpus=0.0)) == (1.0, 0.0)  # device = "cpu" stays on the CPU
+    assert RayExecutor(num_gpus=0.5)._devices(planned_on_cpu_driver) == (1.0, 0.5)  # [execution] num_gpus decides
+
+
 def _ok(value):
     return value
 

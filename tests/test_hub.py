@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -97,6 +98,17 @@ def test_same_architecture_other_weights_is_accepted(make_tiny, bert) -> None:
     with edited(other, g, 1.0, 0.5):
         pass
     assert all(torch.equal(a, b) for a, b in zip(before, other.model.parameters(), strict=True))
+
+
+def test_another_base_model_name_is_logged_once_not_per_edit(make_tiny, bert, caplog) -> None:
+    g = tiny_gradiend(bert, name="tiny-bert-logged-once")
+    other = make_tiny("bert", seed=5)
+    with caplog.at_level(logging.INFO, logger="gradiend.identity"):
+        for alpha in (0.1, 0.2, 0.5):  # as the decoder's cells do
+            with edited(other, g, 1.0, alpha):
+                pass
+    noted = [r for r in caplog.records if "tiny-bert-logged-once" in r.getMessage()]
+    assert len(noted) == 1 and "same parameter fingerprint" in noted[0].getMessage()
 
 
 def test_offline_and_not_cached_is_one_clear_error(hub) -> None:

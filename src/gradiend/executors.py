@@ -209,22 +209,30 @@ def log_outcome(node: Node, outcome: NodeOutcome) -> None:
 
 
 class StudyProgress:
-    """One progress display across a study's nodes: running, finished, failed and skipped."""
+    """One progress display across a study's nodes: active, finished, failed and skipped.
 
-    def __init__(self, total: int) -> None:
+    ``active`` names what started nodes are: ``running`` in this process, ``submitted`` to Ray (which queues a task
+    until a worker has its resources, so the driver cannot tell queued from running).
+    """
+
+    def __init__(self, total: int, active: str = "running") -> None:
         self.bar = tqdm(total=total, desc="study", unit="node")
+        self.active = active
         self.running = 0
+
+    def postfix(self, outcome: Mapping[str, NodeOutcome]) -> str:
+        return f"{self.active} {self.running} · {progress_line(outcome)}"
 
     def started(self, outcome: Mapping[str, NodeOutcome]) -> None:
         self.running += 1
-        self.bar.set_postfix_str(f"running {self.running} · {progress_line(outcome)}")
+        self.bar.set_postfix_str(self.postfix(outcome))
 
     def done(self, node: Node, outcome: Mapping[str, NodeOutcome]) -> None:
         status = outcome[node.id].status
         log_outcome(node, outcome[node.id])
         self.running -= status != "skipped"
         self.bar.update(1)
-        self.bar.set_postfix_str(f"running {self.running} · {progress_line(outcome)}")
+        self.bar.set_postfix_str(self.postfix(outcome))
 
     def close(self) -> None:
         self.bar.close()

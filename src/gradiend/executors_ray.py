@@ -62,12 +62,14 @@ class RayExecutor:
         check_common(retries, threads)
         self.address, self.retries, self.threads = address, retries, threads
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self._largest_memory, self._cluster_gpus = 0, 0.0  # read from the cluster when a plan runs
 
     def run(self, plan: StudyPlan) -> dict[str, NodeOutcome]:
         ray = _ray(local=self.address is None)
         started = self._connect(ray)
         self._task = ray.remote(max_calls=0)(attempt)  # workers are kept: their model cache too
         self._largest_memory = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        self._cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
         try:
             return self._schedule(ray, plan)
         finally:
@@ -94,7 +96,7 @@ class RayExecutor:
         outcome: dict[str, NodeOutcome] = {}
         pending: dict[Any, tuple[Node, float]] = {}
         waiting = list(plan.nodes)
-        progress = StudyProgress(len(plan.nodes))
+        progress = StudyProgress(len(plan.nodes), active="submitted")
         try:
             while waiting or pending:
                 waiting = self._submit_ready(ray, waiting, outcome, pending, progress)
@@ -142,10 +144,16 @@ class RayExecutor:
         return self._task.options(**options)
 
     def _devices(self, node: Node) -> tuple[float, float]:
-        """CPUs and GPUs of a node; [execution] num_cpus/num_gpus replace the estimate of nodes on the base model."""
+        """CPUs and GPUs of a node; [execution] num_cpus/num_gpus replace the estimate of nodes on the base model.
+
+        A node planned on a driver without GPUs but with ``device = "auto"`` asks for one GPU when the cluster has
+        GPUs: the plan was made for the driver's machine, the run happens on the cluster's.
+        """
         on_model = node.model is not None
         cpus = self.num_cpus if self.num_cpus is not None and on_model else node.resources.cpus
         gpus = self.num_gpus if self.num_gpus is not None and on_model else node.resources.gpus
+        if self.num_gpus is None and node.resources.gpu_if_available and self._cluster_gpus >= 1:
+            gpus = max(gpus, 1.0)
         return cpus, gpus
 
     def _threads(self, node: Node) -> int:

@@ -75,6 +75,9 @@ def live_identity(lm_or_model: Any, names: Iterable[str], sized: bool = True) ->
     return BaseModelIdentity(model_name(lm_or_model), fingerprint(shapes, total), total)
 
 
+_NOTED: set[tuple[str, str]] = set()  # (recorded, live) base-model names already logged as differing
+
+
 def check_base_model(gradiend: Any, lm_or_model: Any) -> None:
     """Raise :class:`BaseModelMismatchError` unless ``lm_or_model`` matches ``gradiend``'s base model identity."""
     expected = gradiend_identity(gradiend)
@@ -88,7 +91,8 @@ def check_base_model(gradiend: Any, lm_or_model: Any) -> None:
             f"(fingerprint {live.fingerprint}, {live.total_params:,} parameters): the selected parameters' names or "
             "shapes differ; load the GRADIEND's base model (its config.json names it) and apply it to that"
         )
-    if expected.name and live.name != expected.name:
+    if expected.name and live.name != expected.name and (expected.name, live.name) not in _NOTED:
+        _NOTED.add((expected.name, live.name))  # once per process: the decoder applies a GRADIEND per cell
         log.info("GRADIEND base model %r applied to %r (same parameter fingerprint)", expected.name, live.name)
 
 

@@ -343,12 +343,12 @@ def stage_encoder(r: Run) -> None:
 
 def stage_decoder(r: Run) -> None:
     from gradiend.evaluate import evaluate_decoder, write_decoder_results
-    from gradiend.evaluate.encoder import neutral_text_column
+    from gradiend.evaluate.encoder import lms_text_column
 
     data = load_data(r.data_dir)
     e = r.config.eval
     with r.stage("decoder"):
-        neutral = neutral_text_column(data.neutral, e.split)
+        neutral = lms_text_column(data.neutral, e.split)
         result = evaluate_decoder(r.lm, _gradiend(r), data.pairs, neutral, e)
         write_decoder_results(result, r.metrics)
 

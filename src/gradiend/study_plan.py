@@ -39,6 +39,7 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     memory_bytes: int | None = None
+    gpu_if_available: bool = False  # device auto/shard: a GPU where the executor's cluster has one (not this machine)
 
 
 @dataclass(frozen=True)
@@ -181,14 +182,16 @@ def estimate_resources(config: ExperimentConfig) -> Resources:
     the GRADIEND training of every seed (:func:`gradiend.stages.gradiend_memory`) when it trains on the CPU, plus
     1 GiB. The GRADIEND's input is the selection after pre-pruning, bounded by the whole model (the exact selection
     is known only once the model is loaded). None when the model's size cannot be read without loading it (a hub
-    id): Ray then places the run by CPUs and GPUs alone.
+    id): Ray then places the run by CPUs and GPUs alone. ``device = "auto"`` (or ``"shard"``) is planned for this
+    machine, and marked ``gpu_if_available`` so that an executor whose cluster has GPUs asks for one.
     """
     from gradiend.devices import gradiend_device, model_device
 
     on_gpu = str(model_device(config.model.device)).startswith(("cuda", "shard"))  # auto: this machine's GPUs
+    flexible = config.model.device in ("auto", "shard")
     n_params = model_parameter_count(config.model.spec)
     if n_params is None:
-        return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0)
+        return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, gpu_if_available=flexible)
     from gradiend.stages import gradiend_memory
     from gradiend.topk import topk_count
 
@@ -197,7 +200,7 @@ def estimate_resources(config: ExperimentConfig) -> Resources:
     topk = config.gradients.pre_prune_topk
     if not gradiend_device(config.train.device).startswith("cuda"):
         memory += gradiend_memory(n_params if topk is None else topk_count(topk, n_params), config.train)
-    return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, memory_bytes=memory)
+    return Resources(cpus=1.0, gpus=1.0 if on_gpu else 0.0, memory_bytes=memory, gpu_if_available=flexible)
 
 
 def model_parameter_count(spec: str) -> int | None:

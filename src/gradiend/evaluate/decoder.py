@@ -40,7 +40,7 @@ from gradiend.evaluate.lm_metrics import (
     lms_definition,
     prepare_lms_texts,
 )
-from gradiend.evaluate.search import adaptive_search, grid_search
+from gradiend.evaluate.search import adaptive_search, grid_search, sparse_alphas
 from gradiend.evaluate.selection import (
     attach_intervals,
     degenerate_base_lms,
@@ -211,15 +211,21 @@ def _search(store: CellStore, strengthen_h: Mapping[str, float], config: EvalCon
             degenerate: str | None) -> str:
     """Evaluate the cells the configured search needs; return the search actually run.
 
-    The adaptive search needs the threshold policy and a base LMS to test against; otherwise the full grid runs
-    (with a degenerate base LMS for the plot and the record only: nothing will be called useful).
+    The adaptive search needs the threshold policy and a base LMS to test against. With a degenerate base LMS
+    nothing will be called useful, so a sparse grid is enough for the plot and the record; the ``metric_x_lms``
+    policy gets the full grid.
     """
     if degenerate is not None:
         log.warning("decoder: %s; the LMS constraint cannot be checked, no rewrite will be called useful", degenerate)
-    if config.search == "grid" or config.policy != "threshold" or degenerate is not None:
+    if config.search == "adaptive" and degenerate is not None:
+        alphas = sparse_alphas(config.alphas)
+        log.info("decoder: degenerate base LMS: evaluating %d of %d α values (all: [eval] search = \"grid\")",
+                 len(alphas), len(config.alphas))
+        grid_search(store, list(strengthen_h.values()), alphas)
+        return "sparse_grid"
+    if config.search == "grid" or config.policy != "threshold":
         if config.search == "adaptive":
-            log.info("decoder: running the full grid (policy %r, base LMS %s)", config.policy,
-                     "degenerate" if degenerate else "usable")
+            log.info("decoder: running the full grid (policy %r)", config.policy)
         grid_search(store, list(strengthen_h.values()), config.alphas)
         return "grid"
     adaptive_search(store, strengthen_h, config.alphas, config.lms_ratio, factual)

@@ -411,3 +411,16 @@ def neutral_text_column(neutral: pd.DataFrame | Sequence[str], split: str | None
         return neutral["text"].astype(str).tolist()
     return [str(t) for t in neutral]
 
+
+def lms_text_column(neutral: pd.DataFrame | Sequence[str], split: str | None = None) -> list[str]:
+    """Neutral texts for the LMS: those of ``split`` first, then those of the other splits.
+
+    No stage trains on neutral text, so every split is held-out text for the LMS; the split's own texts come
+    first so that a large neutral set keeps today's sample, and a small one (50 neutral rows give 5 test texts)
+    still gives the base LMS enough tokens to anchor the LMS constraint.
+    """
+    if isinstance(neutral, pd.DataFrame) and split is not None and "split" in neutral.columns:
+        own = neutral["split"] == split
+        neutral = pd.concat([neutral[own], neutral[~own]])
+    return neutral_text_column(neutral)
+

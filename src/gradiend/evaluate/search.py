@@ -15,7 +15,9 @@
    curves — probability rising with α — that is two cells: the boundary and the one below it.
 3. Cells the search never needed stay unevaluated; the plot shows the evaluated ones.
 
-The ``metric_x_lms`` policy and a degenerate base LMS have no threshold to search for: they get the full grid.
+The ``metric_x_lms`` policy has no threshold to search for: it gets the full grid. A degenerate base LMS has no
+threshold either, and nothing will be called useful on it: it gets a sparse grid (every third α and the largest,
+:func:`sparse_alphas`), enough for the plot and the record.
 
 The selection then runs on the evaluated cells exactly as on the full grid; the selected cells' LMS is completed
 on all texts for their intervals (:func:`gradiend.evaluate.decoder.evaluate_decoder`). What the adaptive search
@@ -39,6 +41,13 @@ def grid_search(store: CellStore, h_values: Sequence[float], alphas: Sequence[fl
     for cell in [BASE] + [(h, a) for h in sorted(set(h_values), reverse=True) for a in sorted(set(alphas))]:
         store.probabilities(cell)
         store.lms_scores(cell)
+
+
+def sparse_alphas(alphas: Sequence[float], every: int = 3) -> list[float]:
+    """Every ``every``-th α from the smallest, and the largest (for 1-2-5 steps: the powers of ten)."""
+    ordered = sorted(set(alphas))
+    picked = ordered[::every]
+    return picked if picked[-1] == ordered[-1] else [*picked, ordered[-1]]
 
 
 def metrics_of_h(h: float, strengthen_h: Mapping[str, float], class_ids: Sequence[str]) -> list[Metric]:
