@@ -1,6 +1,6 @@
 """How close a causal LM's gradient stage is to the machine's float32 matrix-multiply rate.
 
-    .venv/bin/python benchmarks/flops.py [--model smollm2-135m|gemma3-270m] [--repeats 3]
+    .venv/bin/python benchmarks/flops.py [--model smollm2-135m|gemma3-270m] [--params GLOB ...] [--repeats 3]
 
 1. The machine's rate: 2048² and 4096² float32 matmuls through torch (default threads), median of several.
 2. One P2 training step's gradient work on the model (default SmolLM2-135M): ``pair_gradients`` of 16 train rows of the P1/P2
@@ -67,10 +67,11 @@ def computed_tokens(computer: GradientComputer, rows: list[dict[str, str]]) -> i
     return int(batch.input_ids.numel())
 
 
-def gradient_stage(name: str, rows_n: int, repeats: int, source: str) -> dict:
+def gradient_stage(name: str, rows_n: int, repeats: int, source: str, params: list[str]) -> dict:
     lm = load_model(f"offline:{name}")
     model = lm.model
-    computer = GradientComputer(lm, select_parameters(model))
+    selection = select_parameters(model, params)
+    computer = GradientComputer(lm, selection)
     rows = p2_rows(rows_n) if source == "p2" else wiki_rows(rows_n)
     lengths = [len(computer.objective.target(r["masked"], r["factual"]).ids) for r in rows]
     tokens, padded = sum(lengths), len(lengths) * max(lengths)
@@ -85,7 +86,7 @@ def gradient_stage(name: str, rows_n: int, repeats: int, source: str) -> dict:
 
     runs = timed(lambda: computer.pair_gradients(rows), repeats)
     med = statistics.median(runs)
-    return {"model": name, "rows": len(rows), "rows_from": source, "tokens_real": tokens, "tokens_padded": padded,
+    return {"model": name, "params": params or "backbone (default)", "selected": selection.input_dim, "rows": len(rows), "rows_from": source, "tokens_real": tokens, "tokens_padded": padded,
             "tokens_computed": computed,
             "params_non_embedding": n_non_embedding, "vocab": vocab, "hidden": dim,
             "gflop_per_step_real": round(flops(tokens) / 1e9, 1), "gflop_per_step_padded": round(flops(padded) / 1e9, 1),
@@ -97,6 +98,8 @@ def gradient_stage(name: str, rows_n: int, repeats: int, source: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", help="an offline causal LM: smollm2-135m, gemma3-270m")
+    parser.add_argument("--params", action="append", default=[],
+                        help="parameter glob of the selection (repeatable; default: the whole backbone)")
     parser.add_argument("--repeats", type=int, default=3, help="timed gradient steps (after one warm-up)")
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--rows-from", choices=["p2", "wiki"], default="p2",
@@ -105,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     info = machine()
     rates = [matmul_rate(2048, 9), matmul_rate(4096, 5)]
-    stage = gradient_stage(args.model, args.rows, args.repeats, args.rows_from)
+    stage = gradient_stage(args.model, args.rows, args.repeats, args.rows_from, args.params)
     rates_after = [matmul_rate(2048, 9), matmul_rate(4096, 5)]  # the load can change while the stage runs
     peak = max(r["gflops"] for r in rates + rates_after)  # lower readings are other users' load, not the machine
     result = {
@@ -116,7 +119,8 @@ def main() -> None:
         "floor_s_real_tokens": round(stage["gflop_per_step_real"] / peak, 2),
         "targets": {"gradient_stage_at_least_70pct_of_matmul": stage["achieved_gflops_real"] >= 0.7 * peak},
     }
-    write_result("flops" if args.model == "smollm2-135m" else f"flops_{args.model}", result)
+    name = "flops" if args.model == "smollm2-135m" else f"flops_{args.model}"
+    write_result(name + ("_params" if args.params else ""), result)
 
 
 if __name__ == "__main__":

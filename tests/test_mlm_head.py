@@ -53,6 +53,23 @@ def test_head_loss_falls_on_planted_task(trained):
     assert m["train_loss_last"] < m["train_loss_first"] - 2.0
     assert m["val_loss"] < m["val_loss_before"] - 2.0
     assert m["n_train"] + m["n_val"] == 300 and m["config"]["pool"] == 3
+    assert 0 < m["best_step"] <= FAST.steps
+
+
+def test_head_keeps_the_step_with_the_lowest_validation_loss(make_tiny):
+    from gradiend.lm.mlm_head import MLMHead, _fit
+
+    lm = make_tiny("llama")
+    weight = lm.model.get_output_embeddings().weight.detach()
+    torch.manual_seed(0)
+    x = torch.randn(56, weight.shape[1])
+    noise = torch.randint(weight.shape[0], (16,))  # training labels the head can only memorise
+    val_y = (x[16:] @ weight.T).argmax(-1)  # what the initial head (the identity readout) already predicts
+    head = MLMHead(weight.shape[1], 3, 0)
+    config = HeadConfig(steps=150, batch_size=16, lr=1e-2, eval_every=10)
+    losses, best = _fit(head, lm.model, (x[:16], noise), (x[16:], val_y), config, progress=False)
+    assert losses[-1] < losses[0] - 1.0  # it did fit the noise …
+    assert best == 0 and not head.down.weight.any()  # … and the overfitted head was not kept
 
 
 def test_masked_head_reads_the_right_context(trained):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from gradiend.errors import GradiendError
 from gradiend.evaluate.encoder import cap_rows, source_columns
@@ -56,7 +57,7 @@ def encode_pool(pool: pd.DataFrame, gradiends: Mapping[str, str],
                 encode: Callable[[str, pd.DataFrame], np.ndarray]) -> pd.DataFrame:
     """The long table: every GRADIEND (name → its source kind) on every pool row, with the row's source class."""
     parts = []
-    for name, source in gradiends.items():
+    for name, source in tqdm(gradiends.items(), desc="cross-encoding", unit="GRADIEND", total=len(gradiends)):
         _, class_column = source_columns(source)
         parts.append(pool.assign(gradiend=name, encoding=encode(name, pool),
                                  source_class=pool[class_column].to_numpy()))

@@ -25,6 +25,7 @@ touching the base model:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -60,11 +61,12 @@ class HeadConfig:
     max_texts: int = 4000  # neutral texts used (one masked token each)
     max_length: int = 64  # tokens per text
     val_fraction: float = 0.1
+    eval_every: int = 25  # steps between validations; the head with the lowest validation loss is kept
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.pool < 1 or self.steps < 1 or self.batch_size < 1 or self.max_length < 2:
-            raise GradiendError("head training needs pool, steps, batch_size ≥ 1 and max_length ≥ 2")
+        if self.pool < 1 or self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.max_length < 2:
+            raise GradiendError("head training needs pool, steps, batch_size, eval_every ≥ 1 and max_length ≥ 2")
         if not 0 < self.val_fraction < 1:
             raise GradiendError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
@@ -198,11 +200,11 @@ def train_head(lm: LoadedModel, texts: Sequence[str], config: HeadConfig = HeadC
     head = MLMHead(feats.shape[1], config.pool, mask_id).to(feats.device)
     train_x, train_y, val_x, val_y = feats[n_val:], labels[n_val:], feats[:n_val], labels[:n_val]
     before = _evaluate(head, lm.model, val_x, val_y)
-    losses = _fit(head, lm.model, train_x, train_y, config, progress)
+    losses, best_step = _fit(head, lm.model, (train_x, train_y), (val_x, val_y), config, progress)
     after = _evaluate(head, lm.model, val_x, val_y)
     metrics = {
         "base_model": lm.name, "n_train": len(train_y), "n_val": len(val_y), "config": asdict(config),
-        "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
+        "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]), "best_step": best_step,
         "val_loss_before": before[0], "val_accuracy_before": before[1], "val_loss": after[0], "val_accuracy": after[1],
     }
     log.info("MLM head: validation loss %.3f → %.3f, accuracy %.3f → %.3f", before[0], after[0], before[1], after[1])
@@ -210,20 +212,37 @@ def train_head(lm: LoadedModel, texts: Sequence[str], config: HeadConfig = HeadC
     return head.eval().requires_grad_(False), metrics
 
 
-def _fit(head: MLMHead, model: Any, x: torch.Tensor, y: torch.Tensor, config: HeadConfig, progress: bool) -> list[float]:
+Split = tuple[torch.Tensor, torch.Tensor]  # pooled features, target token ids
+
+
+def _fit(head: MLMHead, model: Any, train: Split, val: Split, config: HeadConfig,
+         progress: bool) -> tuple[list[float], int]:
+    """AdamW on the training split; every ``eval_every`` steps the validation loss decides which head is kept.
+
+    0.8M parameters fit a few thousand sentences within a few epochs (on Gemma the validation loss falls for about
+    50 steps of 64 and then rises back above its start by step 400), so the head returned is the best one seen,
+    not the last. Returns the training losses and the kept step (0: the initial head, the identity readout).
+    """
+    x, y = train
     head.requires_grad_(True)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    losses = []
-    head.train()
-    for _ in tqdm(range(config.steps), desc="head", unit="step", disable=not progress):
+    losses: list[float] = []
+    best = (_evaluate(head, model, *val)[0], 0, copy.deepcopy(head.state_dict()))
+    for step in tqdm(range(1, config.steps + 1), desc="head", unit="step", disable=not progress):
+        head.train()
         idx = torch.randint(len(y), (min(config.batch_size, len(y)),), generator=gen).to(x.device)
         loss = nn.functional.cross_entropy(head.logits(model, x[idx], detach=True).float(), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    return losses
+        if step % config.eval_every == 0 or step == config.steps:
+            val_loss = _evaluate(head, model, *val)[0]
+            if val_loss < best[0]:
+                best = (val_loss, step, copy.deepcopy(head.state_dict()))
+    head.load_state_dict(best[2])
+    return losses, best[1]
 
 
 @torch.no_grad()
