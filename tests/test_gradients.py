@@ -279,6 +279,19 @@ def test_stratified_sample_is_balanced_and_seeded():
     assert s.equals(stratified_sample(groups, 5, seed=0))
 
 
+def test_restrict_splits_kept_positions_at_parameter_boundaries():
+    from gradiend.lm.params import ParamSelection, ParamSpec
+
+    specs = (ParamSpec("a", (2, 3), 0), ParamSpec("b", (4,), 6), ParamSpec("c", (5,), 10))
+    full = ParamSelection(specs, (None, None, None), 15)
+    part = full.restrict(torch.tensor([14, 5, 6, 0, 11]))  # unsorted; the last of a, the first of b; c twice
+    assert part.names == ["a", "b", "c"] and part.sizes() == [2, 1, 2]
+    assert part.global_indices().tolist() == [0, 5, 6, 11, 14]
+    again = part.restrict(torch.tensor([1, 3]))  # positions into the restricted input: a's 5 and c's 11
+    assert again.names == ["a", "c"] and again.global_indices().tolist() == [5, 11]
+    assert full.restrict(torch.tensor([], dtype=torch.int64)).input_dim == 0
+
+
 @pytest.mark.parametrize("source", ["alternative", "diff"])
 def test_pre_prune_keeps_top_k_by_abs_mean_row_gradient(tiny_gpt2, source):
     """Planted answer: all train rows sampled, so the manual |mean of per-row gradients| must rank the same."""

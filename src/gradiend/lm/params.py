@@ -82,12 +82,12 @@ class ParamSelection:
         if keep.numel() and (keep[0] < 0 or keep[-1] >= self.input_dim):
             raise GradiendError(f"keep indices out of range for input_dim {self.input_dim}")
         bounds = torch.tensor([0, *torch.tensor(self.sizes()).cumsum(0).tolist()], dtype=torch.int64)
+        cuts = torch.searchsorted(keep, bounds).tolist()  # keep is sorted: each parameter's keeps are one slice
         specs, kept = [], []
         for i, (spec, old) in enumerate(zip(self.specs, self.kept, strict=True)):
-            lo, hi = int(bounds[i]), int(bounds[i + 1])
-            sel = keep[(keep >= lo) & (keep < hi)] - lo
-            if sel.numel() == 0:
+            if cuts[i] == cuts[i + 1]:
                 continue
+            sel = keep[cuts[i] : cuts[i + 1]] - int(bounds[i])
             specs.append(spec)
             kept.append(sel if old is None else old[sel])
         return ParamSelection(tuple(specs), tuple(kept), self.total_params)
