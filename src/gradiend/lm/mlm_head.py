@@ -219,8 +219,8 @@ def _fit(head: MLMHead, model: Any, train: Split, val: Split, config: HeadConfig
          progress: bool) -> tuple[list[float], int]:
     """AdamW on the training split; every ``eval_every`` steps the validation loss decides which head is kept.
 
-    0.8M parameters fit a few thousand sentences within a few epochs (on Gemma the validation loss falls for about
-    50 steps of 64 and then rises back above its start by step 400), so the head returned is the best one seen,
+    0.8M parameters fit a few thousand sentences within a few epochs (on Gemma the validation loss falls at first
+    and is back at its starting value by step 400 of 64 rows each), so the head returned is the best one seen,
     not the last. Returns the training losses and the kept step (0: the initial head, the identity readout).
     """
     x, y = train
